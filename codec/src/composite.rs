@@ -1,0 +1,229 @@
+//! Described lists (§1.3 composite types), generated from one declaration each.
+//!
+//! Every performative, terminus, delivery state, section header and SASL frame is a list of
+//! fields under a descriptor. The [`composite!`] macro turns a field table into the struct, its
+//! decoder and its encoder, so the ~40 composite types of the spec share one implementation.
+//!
+//! Field kinds:
+//! - `req name: T`: mandatory; null or absent is [`DecodeError::MissingField`].
+//! - `opt name: T`: optional; the struct holds `Option<T>`.
+//! - `def name: T = expr`: null or absent means `expr` (or `T::default()` without `= expr`).
+//!
+//! Encoding modes:
+//! - `full`: every field is written, with no trailing-null elision and never `list0`. Used for
+//!   performatives and the composites inside them, because some clients read fields by
+//!   position (the pyamqp copy in azure-eventhub indexes `attach[13]` and `error[2]`).
+//! - `compact`: the canonical smallest form: a field equal to its default is written as null,
+//!   trailing nulls are dropped, and an all-null list is `list0`. Used for message sections and
+//!   delivery states.
+//!
+//! [`DecodeError::MissingField`]: crate::DecodeError::MissingField
+
+use crate::decode::{Decoder, Result};
+
+/// A composite's fields, read after its descriptor. Lets a caller that has already read the
+/// descriptor (to dispatch among several types) decode the rest.
+pub trait DescribedBody<'a>: Sized {
+    /// The numeric descriptor.
+    const CODE: u64;
+    /// The symbolic descriptor.
+    const NAME: &'static str;
+    /// Reads the fields list.
+    fn decode_body(d: &mut Decoder<'a>) -> Result<Self>;
+}
+
+macro_rules! composite {
+    (@ty opt $t:ty) => { Option<$t> };
+    (@ty req $t:ty) => { $t };
+    (@ty def $t:ty) => { $t };
+
+    (@dflt opt $t:ty) => { None };
+    (@dflt def $t:ty) => { <$t as Default>::default() };
+    (@dflt def $t:ty, $d:expr) => { $d };
+
+    (@read $f:ident, $n:literal, $fl:ident, opt $t:ty) => {
+        if $f.present()? { Some($f.read::<$t>()?) } else { None }
+    };
+    (@read $f:ident, $n:literal, $fl:ident, req $t:ty) => {
+        if $f.present()? {
+            $f.read::<$t>()?
+        } else {
+            return Err($crate::DecodeError::MissingField {
+                composite: $n,
+                field: stringify!($fl),
+            });
+        }
+    };
+    (@read $f:ident, $n:literal, $fl:ident, def $t:ty $(, $d:expr)?) => {
+        if $f.present()? { $f.read::<$t>()? } else { composite!(@dflt def $t $(, $d)?) }
+    };
+
+    (@isnull $m:ident, $e:expr, opt $t:ty) => { $e.is_none() };
+    (@isnull $m:ident, $e:expr, req $t:ty) => { false };
+    (@isnull full, $e:expr, def $t:ty $(, $d:expr)?) => { false };
+    (@isnull compact, $e:expr, def $t:ty $(, $d:expr)?) => {
+        $e == composite!(@dflt def $t $(, $d)?)
+    };
+
+    (@count full, $nulls:expr) => { $nulls.len() };
+    (@count compact, $nulls:expr) => { $nulls.iter().rposition(|n| !n).map_or(0, |i| i + 1) };
+
+    (
+        $(#[$meta:meta])*
+        $mode:ident struct $name:ident $(<$lt:lifetime>)? = $code:literal, $sym:literal {
+            $( $(#[$fmeta:meta])* $kind:ident $field:ident : $fty:ty $(= $default:expr)? ),* $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub struct $name $(<$lt>)? {
+            $( $(#[$fmeta])* pub $field: composite!(@ty $kind $fty), )*
+        }
+
+        impl $(<$lt>)? $name $(<$lt>)? {
+            /// Numeric descriptor.
+            pub const DESCRIPTOR_CODE: u64 = $code;
+            /// Symbolic descriptor.
+            pub const DESCRIPTOR_NAME: &'static str = $sym;
+
+            #[allow(unused_variables)]
+            fn null_fields(&self) -> impl AsRef<[bool]> {
+                [$( composite!(@isnull $mode, self.$field, $kind $fty $(, $default)?) ),*]
+            }
+
+            /// (bytes of the written fields, number of fields written)
+            fn body_len(&self) -> (usize, usize) {
+                let nulls = self.null_fields();
+                let nulls = nulls.as_ref();
+                let count = composite!(@count $mode, nulls);
+                let mut i = 0usize;
+                let mut len = 0usize;
+                $(
+                    if i < count {
+                        len += if nulls.get(i).copied().unwrap_or(true) {
+                            1
+                        } else {
+                            $crate::encode::Encode::encoded_len(&self.$field)
+                        };
+                    }
+                    i += 1;
+                )*
+                let _ = i;
+                (len, count)
+            }
+        }
+
+        impl<'a> $crate::composite::DescribedBody<'a> for $name $(<$lt>)? {
+            const CODE: u64 = $code;
+            const NAME: &'static str = $sym;
+
+            #[allow(unused_mut, unused_variables)]
+            fn decode_body(d: &mut $crate::decode::Decoder<'a>) -> $crate::decode::Result<Self> {
+                d.fields(|f| {
+                    Ok(Self {
+                        $( $field: composite!(@read f, $sym, $field, $kind $fty $(, $default)?), )*
+                    })
+                })
+            }
+        }
+
+        impl<'a> $crate::decode::Decode<'a> for $name $(<$lt>)? {
+            fn decode(d: &mut $crate::decode::Decoder<'a>) -> $crate::decode::Result<Self> {
+                d.expect_descriptor($code, $sym, $sym)?;
+                <Self as $crate::composite::DescribedBody<'a>>::decode_body(d)
+            }
+        }
+
+        impl $(<$lt>)? $crate::encode::Encode for $name $(<$lt>)? {
+            fn encoded_len(&self) -> usize {
+                let (body, count) = self.body_len();
+                let list = if count == 0 && stringify!($mode) == "compact" {
+                    1
+                } else {
+                    1 + $crate::encode::compound_header_len(body, count) + body
+                };
+                $crate::encode::descriptor_len($code) + list
+            }
+
+            #[allow(unused_variables)]
+            fn encode(&self, buf: &mut ::bytes::BytesMut) {
+                use ::bytes::BufMut;
+                $crate::encode::put_descriptor(buf, $code);
+                let (body, count) = self.body_len();
+                if count == 0 && stringify!($mode) == "compact" {
+                    buf.put_u8($crate::codes::LIST0);
+                    return;
+                }
+                $crate::encode::put_compound_header(
+                    buf,
+                    ($crate::codes::LIST8, $crate::codes::LIST32),
+                    body,
+                    count,
+                );
+                let nulls = self.null_fields();
+                let nulls = nulls.as_ref();
+                let mut i = 0usize;
+                $(
+                    if i < count {
+                        if nulls.get(i).copied().unwrap_or(true) {
+                            buf.put_u8($crate::codes::NULL);
+                        } else {
+                            $crate::encode::Encode::encode(&self.$field, buf);
+                        }
+                    }
+                    i += 1;
+                )*
+                let _ = i;
+            }
+        }
+    };
+}
+
+pub(crate) use composite;
+
+/// A described non-list value (a section such as `data` or `amqp-value`): a newtype over the
+/// described value, with its decoder and encoder.
+macro_rules! described_newtype {
+    (
+        $(#[$meta:meta])*
+        struct $name:ident($inner:ty) = $code:literal, $sym:literal;
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Eq, Default)]
+        pub struct $name(pub $inner);
+
+        impl $name {
+            /// Numeric descriptor.
+            pub const DESCRIPTOR_CODE: u64 = $code;
+            /// Symbolic descriptor.
+            pub const DESCRIPTOR_NAME: &'static str = $sym;
+        }
+
+        impl<'a> $crate::composite::DescribedBody<'a> for $name {
+            const CODE: u64 = $code;
+            const NAME: &'static str = $sym;
+            fn decode_body(d: &mut $crate::decode::Decoder<'a>) -> $crate::decode::Result<Self> {
+                d.read::<$inner>().map(Self)
+            }
+        }
+
+        impl<'a> $crate::decode::Decode<'a> for $name {
+            fn decode(d: &mut $crate::decode::Decoder<'a>) -> $crate::decode::Result<Self> {
+                d.expect_descriptor($code, $sym, $sym)?;
+                <Self as $crate::composite::DescribedBody<'a>>::decode_body(d)
+            }
+        }
+
+        impl $crate::encode::Encode for $name {
+            fn encoded_len(&self) -> usize {
+                $crate::encode::descriptor_len($code) + self.0.encoded_len()
+            }
+            fn encode(&self, buf: &mut ::bytes::BytesMut) {
+                $crate::encode::put_descriptor(buf, $code);
+                self.0.encode(buf);
+            }
+        }
+    };
+}
+
+pub(crate) use described_newtype;
