@@ -38,6 +38,7 @@ macro_rules! composite {
     (@ty def $t:ty) => { $t };
 
     (@dflt opt $t:ty) => { None };
+    (@dflt req $t:ty) => { <$t as Default>::default() };
     (@dflt def $t:ty) => { <$t as Default>::default() };
     (@dflt def $t:ty, $d:expr) => { $d };
 
@@ -80,6 +81,16 @@ macro_rules! composite {
             $( $(#[$fmeta])* pub $field: composite!(@ty $kind $fty), )*
         }
 
+        /// Every field at its spec default; mandatory fields at their type's default, to be
+        /// set with struct update syntax: `Attach { name, handle, role, ..Default::default() }`.
+        impl $(<$lt>)? Default for $name $(<$lt>)? {
+            fn default() -> Self {
+                Self {
+                    $( $field: composite!(@dflt $kind $fty $(, $default)?), )*
+                }
+            }
+        }
+
         impl $(<$lt>)? $name $(<$lt>)? {
             /// Numeric descriptor.
             pub const DESCRIPTOR_CODE: u64 = $code;
@@ -96,7 +107,9 @@ macro_rules! composite {
                 let nulls = self.null_fields();
                 let nulls = nulls.as_ref();
                 let count = composite!(@count $mode, nulls);
+                #[allow(unused_mut)]
                 let mut i = 0usize;
+                #[allow(unused_mut)]
                 let mut len = 0usize;
                 $(
                     if i < count {
@@ -162,6 +175,7 @@ macro_rules! composite {
                 );
                 let nulls = self.null_fields();
                 let nulls = nulls.as_ref();
+                #[allow(unused_mut)]
                 let mut i = 0usize;
                 $(
                     if i < count {
@@ -227,3 +241,94 @@ macro_rules! described_newtype {
 }
 
 pub(crate) use described_newtype;
+
+/// An enum over several described types that may appear in one place (the performatives, the
+/// delivery states, the sections): reads the descriptor once and dispatches on it.
+macro_rules! described_enum {
+    // Without a lifetime: also `From` each variant's type.
+    (
+        $(#[$meta:meta])*
+        enum $name:ident : $what:literal {
+            $( $(#[$vm:meta])* $variant:ident($ty:ty), )*
+        }
+    ) => {
+        described_enum!(@common [$(#[$meta])*] $name [] $what { $( [$(#[$vm])*] $variant($ty), )* });
+        $(
+            impl From<$ty> for $name {
+                fn from(v: $ty) -> Self {
+                    $name::$variant(v)
+                }
+            }
+        )*
+    };
+    (
+        $(#[$meta:meta])*
+        enum $name:ident <$lt:lifetime> : $what:literal {
+            $( $(#[$vm:meta])* $variant:ident($ty:ty), )*
+        }
+    ) => {
+        described_enum!(@common [$(#[$meta])*] $name [<$lt>] $what { $( [$(#[$vm])*] $variant($ty), )* });
+    };
+    (@common [$($meta:tt)*] $name:ident [$($gen:tt)*] $what:literal {
+        $( [$($vm:tt)*] $variant:ident($ty:ty), )*
+    }) => {
+        $($meta)*
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub enum $name $($gen)* {
+            $( $($vm)* $variant($ty), )*
+        }
+
+        impl<'a> $crate::composite::DescribedEnum<'a> for $name $($gen)* {
+            fn decode_after(
+                descriptor: $crate::decode::DescriptorRef<'_>,
+                d: &mut $crate::decode::Decoder<'a>,
+            ) -> $crate::decode::Result<Self> {
+                use $crate::composite::DescribedBody;
+                $(
+                    if descriptor.is(<$ty>::CODE, <$ty>::NAME) {
+                        return <$ty>::decode_body(d).map($name::$variant);
+                    }
+                )*
+                Err($crate::DecodeError::UnexpectedDescriptor { expected: $what })
+            }
+        }
+
+        impl<'a> $crate::decode::Decode<'a> for $name $($gen)* {
+            fn decode(d: &mut $crate::decode::Decoder<'a>) -> $crate::decode::Result<Self> {
+                let descriptor = d.descriptor()?;
+                <Self as $crate::composite::DescribedEnum<'a>>::decode_after(descriptor, d)
+            }
+        }
+
+        impl $($gen)* $crate::encode::Encode for $name $($gen)* {
+            fn encoded_len(&self) -> usize {
+                match self {
+                    $( $name::$variant(v) => v.encoded_len(), )*
+                }
+            }
+            fn encode(&self, buf: &mut ::bytes::BytesMut) {
+                match self {
+                    $( $name::$variant(v) => v.encode(buf), )*
+                }
+            }
+        }
+    };
+}
+
+pub(crate) use described_enum;
+
+/// Decoding of a [`described_enum!`] once its descriptor has been read.
+pub(crate) trait DescribedEnum<'a>: Sized {
+    fn decode_after(
+        descriptor: crate::decode::DescriptorRef<'_>,
+        d: &mut crate::decode::Decoder<'a>,
+    ) -> crate::decode::Result<Self>;
+}
+
+impl<'a, T: DescribedBody<'a>> DescribedBody<'a> for Box<T> {
+    const CODE: u64 = T::CODE;
+    const NAME: &'static str = T::NAME;
+    fn decode_body(d: &mut Decoder<'a>) -> Result<Self> {
+        T::decode_body(d).map(Box::new)
+    }
+}

@@ -41,13 +41,16 @@ pub struct Decoder<'a> {
 
 /// A descriptor as read, before deciding which type it names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum DescriptorRef<'a> {
+pub enum DescriptorRef<'a> {
+    /// A numeric descriptor.
     Code(u64),
+    /// A symbolic descriptor's bytes (ASCII not yet checked: it is only compared).
     Name(&'a [u8]),
 }
 
 impl DescriptorRef<'_> {
-    pub(crate) fn is(&self, code: u64, name: &str) -> bool {
+    /// Whether this names the type with numeric `code` or symbolic `name`.
+    pub fn is(&self, code: u64, name: &str) -> bool {
         match *self {
             DescriptorRef::Code(c) => c == code,
             DescriptorRef::Name(n) => n == name.as_bytes(),
@@ -408,28 +411,17 @@ impl<'a> Decoder<'a> {
 
     /// Skips one value without building it; only its framing is checked.
     pub fn skip_value(&mut self) -> Result<()> {
-        let code = self.u8()?;
-        if code == c::DESCRIBED {
-            self.enter()?;
-            let r = self.skip_value().and_then(|()| self.skip_value());
-            self.leave();
-            return r;
-        }
-        let n = match fixed_width(code) {
-            Some(n) => n,
-            None => match code {
-                c::VBIN8 | c::STR8 | c::SYM8 | c::LIST8 | c::MAP8 | c::ARRAY8 => self.len(false)?,
-                c::VBIN32 | c::STR32 | c::SYM32 | c::LIST32 | c::MAP32 | c::ARRAY32 => {
-                    self.len(true)?
-                }
-                other => return Err(DecodeError::InvalidFormatCode(other)),
-            },
-        };
-        self.take(n).map(|_| ())
+        let (depth, max) = (self.depth, self.limits.max_depth);
+        skip_value_in(self, depth, max)
+    }
+
+    /// Moves the cursor to `part`, a slice of the buffer (used to decode one known section).
+    pub(crate) fn seek_to(&mut self, part: &'a [u8]) {
+        self.input = part;
     }
 
     /// Reads a described constructor (`0x00` and the descriptor).
-    pub(crate) fn descriptor(&mut self) -> Result<DescriptorRef<'a>> {
+    pub fn descriptor(&mut self) -> Result<DescriptorRef<'a>> {
         let code = self.u8()?;
         if code != c::DESCRIBED {
             return Err(DecodeError::UnexpectedType {
@@ -494,6 +486,59 @@ impl<'a> Decoder<'a> {
             Ok(out)
         })
     }
+}
+
+/// The little a section scanner or value skipper needs from a byte source.
+pub(crate) trait ByteCursor {
+    fn u8(&mut self) -> Result<u8>;
+    fn skip(&mut self, n: usize) -> Result<()>;
+
+    fn be_u32(&mut self) -> Result<u32> {
+        let mut v = 0u32;
+        for _ in 0..4 {
+            v = v << 8 | u32::from(self.u8()?);
+        }
+        Ok(v)
+    }
+
+    fn be_u64(&mut self) -> Result<u64> {
+        Ok(u64::from(self.be_u32()?) << 32 | u64::from(self.be_u32()?))
+    }
+}
+
+impl ByteCursor for Decoder<'_> {
+    fn u8(&mut self) -> Result<u8> {
+        Decoder::u8(self)
+    }
+    fn skip(&mut self, n: usize) -> Result<()> {
+        self.take(n).map(|_| ())
+    }
+    fn be_u32(&mut self) -> Result<u32> {
+        Decoder::be_u32(self)
+    }
+}
+
+/// Skips one value, checking only its framing (format codes and sizes) and nesting depth.
+pub(crate) fn skip_value_in<C: ByteCursor>(cur: &mut C, depth: u32, max_depth: u32) -> Result<()> {
+    if depth > max_depth {
+        return Err(DecodeError::TooDeep(max_depth));
+    }
+    let code = cur.u8()?;
+    if code == c::DESCRIBED {
+        skip_value_in(cur, depth + 1, max_depth)?;
+        return skip_value_in(cur, depth + 1, max_depth);
+    }
+    let n = match fixed_width(code) {
+        Some(n) => n,
+        None => match code {
+            c::VBIN8 | c::STR8 | c::SYM8 | c::LIST8 | c::MAP8 | c::ARRAY8 => usize::from(cur.u8()?),
+            c::VBIN32 | c::STR32 | c::SYM32 | c::LIST32 | c::MAP32 | c::ARRAY32 => {
+                cur.be_u32()? as usize
+            }
+            other => return Err(DecodeError::InvalidFormatCode(other)),
+        },
+    };
+    cur.skip(n)
 }
 
 /// The fields of one composite list, read in order (see [`Decoder::fields`]).
@@ -812,6 +857,24 @@ impl<'a> Decode<'a> for Vec<Symbol> {
                     })
                     .collect())
             }
+        }
+    }
+}
+
+impl<'a, T: Decode<'a>> Decode<'a> for Box<T> {
+    fn decode(d: &mut Decoder<'a>) -> Result<Self> {
+        T::decode(d).map(Box::new)
+    }
+}
+
+/// A `list` of values.
+impl<'a> Decode<'a> for Vec<Value> {
+    fn decode(d: &mut Decoder<'a>) -> Result<Self> {
+        match d.u8()? {
+            c::LIST0 => Ok(Vec::new()),
+            c::LIST8 => d.list_items(false),
+            c::LIST32 => d.list_items(true),
+            found => Err(unexpected("list", found)),
         }
     }
 }

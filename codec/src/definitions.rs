@@ -18,9 +18,10 @@ pub const PORT: u16 = 5672;
 pub const SECURE_PORT: u16 = 5671;
 
 /// A link endpoint's role (§2.8.1), encoded as a boolean: `false` is sender.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Role {
     /// The endpoint sends messages.
+    #[default]
     Sender,
     /// The endpoint receives messages.
     Receiver,
@@ -41,12 +42,13 @@ impl Encode for Role {
     }
 }
 
+/// An enum carried as a `ubyte` (settle modes, SASL codes).
 macro_rules! ubyte_enum {
     ($(#[$meta:meta])* $name:ident, $what:literal, { $($(#[$vm:meta])* $variant:ident = $v:literal),* $(,)? }) => {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
         pub enum $name {
-            $($(#[$vm])* #[allow(missing_docs)] $variant,)*
+            $($(#[$vm])* $variant,)*
         }
 
         impl $name {
@@ -59,32 +61,33 @@ macro_rules! ubyte_enum {
         }
 
         impl TryFrom<u8> for $name {
-            type Error = DecodeError;
-            fn try_from(v: u8) -> Result<Self> {
+            type Error = $crate::DecodeError;
+            fn try_from(v: u8) -> ::std::result::Result<Self, $crate::DecodeError> {
                 match v {
                     $($v => Ok($name::$variant),)*
-                    _ => Err(DecodeError::InvalidValue($what)),
+                    _ => Err($crate::DecodeError::InvalidValue($what)),
                 }
             }
         }
 
-        impl<'a> Decode<'a> for $name {
-            fn decode(d: &mut Decoder<'a>) -> Result<Self> {
-                u8::decode(d)?.try_into()
+        impl<'a> $crate::decode::Decode<'a> for $name {
+            fn decode(d: &mut $crate::decode::Decoder<'a>) -> $crate::decode::Result<Self> {
+                <u8 as $crate::decode::Decode>::decode(d)?.try_into()
             }
         }
 
-        impl Encode for $name {
+        impl $crate::encode::Encode for $name {
             fn encoded_len(&self) -> usize {
                 2
             }
-            fn encode(&self, buf: &mut BytesMut) {
-                self.as_u8().encode(buf)
+            fn encode(&self, buf: &mut ::bytes::BytesMut) {
+                $crate::encode::Encode::encode(&self.as_u8(), buf)
             }
         }
-
     };
 }
+
+pub(crate) use ubyte_enum;
 
 ubyte_enum!(
     /// Settlement policy for a sender (§2.8.2).
@@ -125,13 +128,13 @@ pub struct SequenceNo(pub u32);
 
 impl SequenceNo {
     /// `self + n`, wrapping.
-    pub fn add(self, n: u32) -> Self {
+    pub fn wrapping_add(self, n: u32) -> Self {
         SequenceNo(self.0.wrapping_add(n))
     }
 
     /// The next number.
     pub fn next(self) -> Self {
-        self.add(1)
+        self.wrapping_add(1)
     }
 
     /// How far `self` is ahead of `earlier` (wrapping); meaningful when `earlier <= self`.
@@ -293,8 +296,9 @@ impl Encode for Fields {
 macro_rules! conditions {
     ($($(#[$m:meta])* $variant:ident = $sym:literal,)*) => {
         /// An error condition (§2.8.15-§2.8.18, §4.5.7); unknown symbols are kept as `Other`.
-        #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
         pub enum ErrorCondition {
+            #[default]
             $($(#[$m])* $variant,)*
             /// A condition outside the spec's catalogue (vendor conditions included).
             Other(Symbol),

@@ -417,14 +417,14 @@ macro_rules! encode_fixed {
             fn encode(&self, $buf: &mut BytesMut) {
                 let $v = *self;
                 $buf.put_u8($code);
-                $write;
+                $write
             }
         })*
     };
 }
 
 encode_fixed! {
-    bool => |v, buf| pick(v, c::TRUE, c::FALSE), 1, ();
+    bool => |v, buf| pick(v, c::TRUE, c::FALSE), 1, {};
     u8 => |v, buf| c::UBYTE, 2, buf.put_u8(v);
     u16 => |v, buf| c::USHORT, 3, buf.put_u16(v);
     i32 => |v, buf| pick(i8::try_from(v).is_ok(), c::SMALLINT, c::INT),
@@ -548,5 +548,33 @@ impl Encode for Vec<Symbol> {
         for s in self {
             put_variable(buf, wide_items, s.as_bytes());
         }
+    }
+}
+
+impl<T: Encode + ?Sized> Encode for Box<T> {
+    fn encoded_len(&self) -> usize {
+        (**self).encoded_len()
+    }
+    fn encode(&self, buf: &mut BytesMut) {
+        (**self).encode(buf)
+    }
+}
+
+/// A `list` of values.
+impl Encode for Vec<Value> {
+    fn encoded_len(&self) -> usize {
+        if self.is_empty() {
+            return 1;
+        }
+        let body = list_body_len(self);
+        1 + compound_header_len(body, self.len()) + body
+    }
+    fn encode(&self, buf: &mut BytesMut) {
+        if self.is_empty() {
+            buf.put_u8(c::LIST0);
+            return;
+        }
+        put_compound_header(buf, (c::LIST8, c::LIST32), list_body_len(self), self.len());
+        self.iter().for_each(|v| v.encode(buf));
     }
 }

@@ -35,6 +35,9 @@ pub enum FramingError {
         /// SIZE from the header.
         size: u32,
     },
+    /// A frame TYPE other than AMQP (0) or SASL (1).
+    #[error("unknown frame type 0x{0:02x}")]
+    UnknownFrameType(u8),
     /// The 8 bytes are not an `AMQP` protocol header.
     #[error("not an AMQP protocol header")]
     NotProtocolHeader,

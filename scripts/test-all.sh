@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The whole test suite, as README.md documents it. Installs what it needs, then runs:
+# formatting, lints, every workspace test (codec vectors and fuzz corpora included), docs,
+# and builds the benchmarks and the fuzz targets so neither can rot.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "toolchain components"
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (all targets, warnings denied)"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "cargo test --workspace"
+cargo test --workspace
+
+step "cargo doc (warnings denied)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
+
+step "benchmarks build"
+cargo bench --workspace --no-run --quiet
+
+step "fuzz targets build"
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  cargo install cargo-fuzz --locked --quiet
+fi
+# cargo-fuzz needs nightly-only sanitizer flags; the machine has one stable toolchain, which
+# accepts them with RUSTC_BOOTSTRAP.
+(cd codec && RUSTC_BOOTSTRAP=1 cargo fuzz build --sanitizer none --release)
+
+step "all checks passed"
