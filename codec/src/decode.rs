@@ -212,8 +212,7 @@ impl<'a> Decoder<'a> {
     fn nested<T>(&mut self, len: usize, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
         let body = self.take(len)?;
         let rest = std::mem::replace(&mut self.input, body);
-        self.enter()?;
-        let out = f(self);
+        let out = self.enter().and_then(|()| f(self));
         self.leave();
         let leftover = self.input.len();
         self.input = rest;
@@ -378,7 +377,12 @@ impl<'a> Decoder<'a> {
             let mut items = Vec::with_capacity(cap);
             for _ in 0..count {
                 let item = match code {
-                    c::LIST0 | c::LIST8 | c::LIST32 | c::MAP8 | c::MAP32 | c::ARRAY8
+                    c::LIST0
+                    | c::LIST8
+                    | c::LIST32
+                    | c::MAP8
+                    | c::MAP32
+                    | c::ARRAY8
                     | c::ARRAY32 => d.value_after(code)?,
                     _ => d.primitive(code)?,
                 };
@@ -460,7 +464,10 @@ impl<'a> Decoder<'a> {
     ///
     /// `f` reads the fields it knows; fields beyond those are skipped, as §1.3 allows
     /// composite types to grow.
-    pub(crate) fn fields<T>(&mut self, f: impl FnOnce(&mut Fields<'a, '_>) -> Result<T>) -> Result<T> {
+    pub(crate) fn fields<T>(
+        &mut self,
+        f: impl FnOnce(&mut Fields<'a, '_>) -> Result<T>,
+    ) -> Result<T> {
         let code = self.u8()?;
         let wide = match code {
             c::LIST0 => {
@@ -576,7 +583,12 @@ impl<'a> Fields<'a, '_> {
 pub(crate) fn fixed_width(code: u8) -> Option<usize> {
     Some(match code {
         c::NULL | c::TRUE | c::FALSE | c::UINT0 | c::ULONG0 | c::LIST0 => 0,
-        c::UBYTE | c::BYTE | c::SMALLUINT | c::SMALLULONG | c::SMALLINT | c::SMALLLONG
+        c::UBYTE
+        | c::BYTE
+        | c::SMALLUINT
+        | c::SMALLULONG
+        | c::SMALLINT
+        | c::SMALLLONG
         | c::BOOLEAN => 1,
         c::USHORT | c::SHORT => 2,
         c::UINT | c::INT | c::FLOAT | c::CHAR | c::DECIMAL32 => 4,
