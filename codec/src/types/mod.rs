@@ -229,11 +229,15 @@ pub struct Array {
 }
 
 impl Array {
-    /// An array of `items`, all of type `elem`; `None` if any item is of another type.
+    /// An array of `items`, all of type `elem`; `None` if any item is of another type, or if
+    /// `elem` is described twice: an array carries one descriptor, so the encoder could not
+    /// write the inner one (and the decoder refuses such a constructor).
     pub fn new(elem: ElemType, items: Vec<Value>) -> Option<Self> {
-        items
-            .iter()
-            .all(|v| elem.admits_undescribed(v))
+        let described_twice = matches!(
+            &elem,
+            ElemType::Described { inner, .. } if matches!(**inner, ElemType::Described { .. })
+        );
+        (!described_twice && items.iter().all(|v| elem.admits_undescribed(v)))
             .then_some(Self { elem, items })
     }
 
