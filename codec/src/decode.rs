@@ -122,57 +122,59 @@ impl<'a> Decoder<'a> {
         self.base.len() - self.input.len()
     }
 
-    #[inline]
-    fn step<T>(&mut self, r: IResult<&'a [u8], T, DecodeError>) -> Result<T> {
+    /// Applies a primitive parser's result: advances past what it read.
+    #[inline(always)]
+    fn step<T>(&mut self, r: IResult<Input<'a>, T, Eof>) -> Result<T> {
         match r {
             Ok((rest, v)) => {
-                self.input = rest;
+                self.input = rest.0;
                 Ok(v)
             }
-            Err(nom::Err::Error(e) | nom::Err::Failure(e)) => Err(e),
-            Err(nom::Err::Incomplete(_)) => Err(DecodeError::Truncated),
+            // Complete parsers fail only by running out of input.
+            Err(_) => Err(DecodeError::Truncated),
         }
     }
 
     /// The next byte, not consumed.
-    #[inline]
+    #[inline(always)]
     pub fn peek_u8(&self) -> Result<u8> {
         self.input.first().copied().ok_or(DecodeError::Truncated)
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn u8(&mut self) -> Result<u8> {
-        self.step(num::u8(self.input))
+        self.step(num::u8(Input(self.input)))
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn be_u16(&mut self) -> Result<u16> {
-        self.step(num::be_u16(self.input))
+        self.step(num::be_u16(Input(self.input)))
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn be_u32(&mut self) -> Result<u32> {
-        self.step(num::be_u32(self.input))
+        self.step(num::be_u32(Input(self.input)))
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn be_u64(&mut self) -> Result<u64> {
-        self.step(num::be_u64(self.input))
+        self.step(num::be_u64(Input(self.input)))
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8]> {
-        self.step(nom::bytes::complete::take(n)(self.input))
+        let r = nom::bytes::complete::take(n)(Input(self.input));
+        self.step(r).map(|part| part.0)
     }
 
-    #[inline]
+    #[inline(always)]
     fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
         let part = self.take(N)?;
         part.try_into().map_err(|_| DecodeError::Truncated)
     }
 
     /// Length prefix of a variable-width value: one byte for `*8` codes, four for `*32`.
-    #[inline]
+    #[inline(always)]
     fn len(&mut self, wide: bool) -> Result<usize> {
         if wide {
             Ok(self.be_u32()? as usize)
@@ -182,12 +184,13 @@ impl<'a> Decoder<'a> {
     }
 
     /// Reads a variable-width payload: `vbin`, `str` or `sym` after its format code.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn variable(&mut self, wide: bool) -> Result<&'a [u8]> {
         let n = self.len(wide)?;
         self.take(n)
     }
 
+    #[inline]
     fn enter(&mut self) -> Result<()> {
         self.depth += 1;
         if self.depth > self.limits.max_depth {
@@ -196,10 +199,12 @@ impl<'a> Decoder<'a> {
         Ok(())
     }
 
+    #[inline]
     fn leave(&mut self) {
         self.depth = self.depth.saturating_sub(1);
     }
 
+    #[inline]
     fn charge(&mut self, n: usize) -> Result<()> {
         self.elements_left = self
             .elements_left
@@ -209,21 +214,26 @@ impl<'a> Decoder<'a> {
     }
 
     /// Runs `f` over exactly the next `len` bytes, which it must consume completely.
+    ///
+    /// `f`'s result is returned as is (or replaced by an error), never unwrapped and rewrapped:
+    /// that lets the compiler build a decoded composite in the caller's slot instead of
+    /// copying it out through every layer.
+    #[inline(always)]
     fn nested<T>(&mut self, len: usize, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
         let body = self.take(len)?;
+        self.enter()?;
         let rest = std::mem::replace(&mut self.input, body);
-        let out = self.enter().and_then(|()| f(self));
+        let mut out = f(self);
         self.leave();
-        let leftover = self.input.len();
-        self.input = rest;
-        let out = out?;
-        if leftover != 0 {
-            return Err(DecodeError::SizeMismatch);
+        if out.is_ok() && !self.input.is_empty() {
+            out = Err(DecodeError::SizeMismatch);
         }
-        Ok(out)
+        self.input = rest;
+        out
     }
 
     /// Reads a compound header (list, map) after its format code: the body length and count.
+    #[inline]
     fn compound_header(&mut self, wide: bool) -> Result<(usize, u32)> {
         let size = self.len(wide)?;
         let count_width = if wide { 4 } else { 1 };
@@ -309,6 +319,7 @@ impl<'a> Decoder<'a> {
         })
     }
 
+    #[inline]
     fn bool_byte(&mut self) -> Result<bool> {
         match self.u8()? {
             0 => Ok(false),
@@ -425,6 +436,7 @@ impl<'a> Decoder<'a> {
     }
 
     /// Reads a described constructor (`0x00` and the descriptor).
+    #[inline]
     pub fn descriptor(&mut self) -> Result<DescriptorRef<'a>> {
         let code = self.u8()?;
         if code != c::DESCRIBED {
@@ -447,6 +459,7 @@ impl<'a> Decoder<'a> {
     }
 
     /// Reads a descriptor and checks it names `code` / `name`.
+    #[inline]
     pub(crate) fn expect_descriptor(
         &mut self,
         code: u64,
@@ -462,8 +475,8 @@ impl<'a> Decoder<'a> {
 
     /// Reads a list (any of its three encodings) field by field.
     ///
-    /// `f` reads the fields it knows; fields beyond those are skipped, as §1.3 allows
-    /// composite types to grow.
+    /// `f` reads the fields it knows, then skips the rest with [`Fields::skip_rest`].
+    #[inline(always)]
     pub(crate) fn fields<T>(
         &mut self,
         f: impl FnOnce(&mut Fields<'a, '_>) -> Result<T>,
@@ -484,14 +497,87 @@ impl<'a> Decoder<'a> {
             }
         };
         let (body, count) = self.compound_header(wide)?;
-        self.nested(body, |d| {
-            let mut r = Fields { d, left: count };
-            let out = f(&mut r)?;
-            for _ in 0..r.left {
-                r.d.skip_value()?;
-            }
-            Ok(out)
-        })
+        self.nested(body, |d| f(&mut Fields { d, left: count }))
+    }
+}
+
+/// The decoder's nom input: a byte slice whose [`nom::Input`] methods all inline.
+///
+/// nom's own impl for `&[u8]` leaves `take_from` out of line, which put a call (and a panic
+/// branch) on every primitive read. The parsers only call these after checking the length, so
+/// the out-of-range fallbacks below are unreachable; they exist because nothing here may panic.
+#[derive(Debug, Clone, Copy)]
+struct Input<'a>(&'a [u8]);
+
+impl<'a> nom::Input for Input<'a> {
+    type Item = u8;
+    type Iter = std::iter::Copied<std::slice::Iter<'a, u8>>;
+    type IterIndices = std::iter::Enumerate<Self::Iter>;
+
+    #[inline(always)]
+    fn input_len(&self) -> usize {
+        self.0.len()
+    }
+
+    #[inline(always)]
+    fn take(&self, index: usize) -> Self {
+        Input(self.0.get(..index).unwrap_or(self.0))
+    }
+
+    #[inline(always)]
+    fn take_from(&self, index: usize) -> Self {
+        Input(self.0.get(index..).unwrap_or_default())
+    }
+
+    #[inline(always)]
+    fn take_split(&self, index: usize) -> (Self, Self) {
+        let (prefix, suffix) = self.0.split_at_checked(index).unwrap_or((self.0, &[]));
+        (Input(suffix), Input(prefix))
+    }
+
+    #[inline]
+    fn position<P>(&self, predicate: P) -> Option<usize>
+    where
+        P: Fn(u8) -> bool,
+    {
+        self.0.iter().position(|b| predicate(*b))
+    }
+
+    #[inline(always)]
+    fn iter_elements(&self) -> Self::Iter {
+        self.0.iter().copied()
+    }
+
+    #[inline(always)]
+    fn iter_indices(&self) -> Self::IterIndices {
+        self.iter_elements().enumerate()
+    }
+
+    #[inline(always)]
+    fn slice_index(&self, count: usize) -> std::result::Result<usize, nom::Needed> {
+        if self.0.len() >= count {
+            Ok(count)
+        } else {
+            Err(nom::Needed::new(count - self.0.len()))
+        }
+    }
+}
+
+/// The error of the primitive parsers: zero-sized, so their results stay in registers. A
+/// complete parser fails only by running out of input, which [`Decoder`] reports as
+/// [`DecodeError::Truncated`].
+#[derive(Debug)]
+struct Eof;
+
+impl<I> nom::error::ParseError<I> for Eof {
+    #[inline(always)]
+    fn from_error_kind(_input: I, _kind: nom::error::ErrorKind) -> Self {
+        Eof
+    }
+
+    #[inline(always)]
+    fn append(_input: I, _kind: nom::error::ErrorKind, other: Self) -> Self {
+        other
     }
 }
 
@@ -526,14 +612,17 @@ impl ByteCursor for Decoder<'_> {
 }
 
 /// Skips one value, checking only its framing (format codes and sizes) and nesting depth.
+///
+/// Inlined, with the (rare, recursive) described case out of line, so that skipping a plain
+/// value costs no call.
+#[inline]
 pub(crate) fn skip_value_in<C: ByteCursor>(cur: &mut C, depth: u32, max_depth: u32) -> Result<()> {
     if depth > max_depth {
         return Err(DecodeError::TooDeep(max_depth));
     }
     let code = cur.u8()?;
     if code == c::DESCRIBED {
-        skip_value_in(cur, depth + 1, max_depth)?;
-        return skip_value_in(cur, depth + 1, max_depth);
+        return skip_described_in(cur, depth, max_depth);
     }
     let n = match fixed_width(code) {
         Some(n) => n,
@@ -548,6 +637,13 @@ pub(crate) fn skip_value_in<C: ByteCursor>(cur: &mut C, depth: u32, max_depth: u
     cur.skip(n)
 }
 
+/// Skips the descriptor and value of a described value whose `0x00` has been read.
+#[inline(never)]
+fn skip_described_in<C: ByteCursor>(cur: &mut C, depth: u32, max_depth: u32) -> Result<()> {
+    skip_value_in(cur, depth + 1, max_depth)?;
+    skip_value_in(cur, depth + 1, max_depth)
+}
+
 /// The fields of one composite list, read in order (see [`Decoder::fields`]).
 #[derive(Debug)]
 pub(crate) struct Fields<'a, 'd> {
@@ -558,7 +654,7 @@ pub(crate) struct Fields<'a, 'd> {
 impl<'a> Fields<'a, '_> {
     /// Whether the next field holds a value. A `null` is consumed, and so is nothing at all
     /// when the list ended early (trailing fields may be omitted: §1.4).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn present(&mut self) -> Result<bool> {
         if self.left == 0 {
             return Ok(false);
@@ -572,14 +668,25 @@ impl<'a> Fields<'a, '_> {
         }
     }
 
+    /// Skips the fields after those `f` knows, which §1.3 allows composite types to grow.
+    #[inline(always)]
+    pub(crate) fn skip_rest(&mut self) -> Result<()> {
+        for _ in 0..self.left {
+            self.d.skip_value()?;
+        }
+        self.left = 0;
+        Ok(())
+    }
+
     /// Reads the field just found present.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn read<T: Decode<'a>>(&mut self) -> Result<T> {
         T::decode(self.d)
     }
 }
 
 /// Data width of a fixed-width format code; `None` for variable, compound and invalid codes.
+#[inline]
 pub(crate) fn fixed_width(code: u8) -> Option<usize> {
     Some(match code {
         c::NULL | c::TRUE | c::FALSE | c::UINT0 | c::ULONG0 | c::LIST0 => 0,
@@ -639,7 +746,7 @@ impl<'a> Decode<'a> for Value {
 }
 
 impl<'a> Decode<'a> for bool {
-    #[inline]
+    #[inline(always)]
     fn decode(d: &mut Decoder<'a>) -> Result<Self> {
         match d.u8()? {
             c::TRUE => Ok(true),
@@ -651,6 +758,7 @@ impl<'a> Decode<'a> for bool {
 }
 
 impl<'a> Decode<'a> for u8 {
+    #[inline(always)]
     fn decode(d: &mut Decoder<'a>) -> Result<Self> {
         match d.u8()? {
             c::UBYTE => d.u8(),
@@ -660,6 +768,7 @@ impl<'a> Decode<'a> for u8 {
 }
 
 impl<'a> Decode<'a> for u16 {
+    #[inline(always)]
     fn decode(d: &mut Decoder<'a>) -> Result<Self> {
         match d.u8()? {
             c::USHORT => d.be_u16(),
@@ -669,7 +778,7 @@ impl<'a> Decode<'a> for u16 {
 }
 
 impl<'a> Decode<'a> for u32 {
-    #[inline]
+    #[inline(always)]
     fn decode(d: &mut Decoder<'a>) -> Result<Self> {
         match d.u8()? {
             c::UINT => d.be_u32(),
@@ -681,7 +790,7 @@ impl<'a> Decode<'a> for u32 {
 }
 
 impl<'a> Decode<'a> for u64 {
-    #[inline]
+    #[inline(always)]
     fn decode(d: &mut Decoder<'a>) -> Result<Self> {
         match d.u8()? {
             c::ULONG => d.be_u64(),
@@ -693,6 +802,7 @@ impl<'a> Decode<'a> for u64 {
 }
 
 impl<'a> Decode<'a> for i32 {
+    #[inline(always)]
     fn decode(d: &mut Decoder<'a>) -> Result<Self> {
         match d.u8()? {
             c::INT => d.be_u32().map(|v| v as i32),
@@ -703,6 +813,7 @@ impl<'a> Decode<'a> for i32 {
 }
 
 impl<'a> Decode<'a> for i64 {
+    #[inline(always)]
     fn decode(d: &mut Decoder<'a>) -> Result<Self> {
         match d.u8()? {
             c::LONG => d.be_u64().map(|v| v as i64),
@@ -713,7 +824,7 @@ impl<'a> Decode<'a> for i64 {
 }
 
 impl<'a> Decode<'a> for Timestamp {
-    #[inline]
+    #[inline(always)]
     fn decode(d: &mut Decoder<'a>) -> Result<Self> {
         match d.u8()? {
             c::TIMESTAMP => d.be_u64().map(|v| Timestamp(v as i64)),
@@ -723,6 +834,7 @@ impl<'a> Decode<'a> for Timestamp {
 }
 
 impl<'a> Decode<'a> for Uuid {
+    #[inline(always)]
     fn decode(d: &mut Decoder<'a>) -> Result<Self> {
         match d.u8()? {
             c::UUID => d.array().map(Uuid),
@@ -732,7 +844,7 @@ impl<'a> Decode<'a> for Uuid {
 }
 
 impl<'a> Decode<'a> for Bytes {
-    #[inline]
+    #[inline(always)]
     fn decode(d: &mut Decoder<'a>) -> Result<Self> {
         let part = <&'a [u8]>::decode(d)?;
         Ok(d.share(part))
@@ -741,7 +853,7 @@ impl<'a> Decode<'a> for Bytes {
 
 /// A borrowed `binary`.
 impl<'a> Decode<'a> for &'a [u8] {
-    #[inline]
+    #[inline(always)]
     fn decode(d: &mut Decoder<'a>) -> Result<Self> {
         match d.u8()? {
             c::VBIN8 => d.variable(false),
@@ -764,7 +876,7 @@ impl<'a> Decode<'a> for Str {
 
 /// A borrowed `string`, validated as UTF-8.
 impl<'a> Decode<'a> for &'a str {
-    #[inline]
+    #[inline(always)]
     fn decode(d: &mut Decoder<'a>) -> Result<Self> {
         let part = match d.u8()? {
             c::STR8 => d.variable(false)?,
@@ -791,7 +903,7 @@ impl<'a> Decode<'a> for Symbol {
 pub struct SymbolRef<'a>(pub &'a str);
 
 impl<'a> Decode<'a> for SymbolRef<'a> {
-    #[inline]
+    #[inline(always)]
     fn decode(d: &mut Decoder<'a>) -> Result<Self> {
         let part = match d.u8()? {
             c::SYM8 => d.variable(false)?,
@@ -847,29 +959,33 @@ impl<'a> Decode<'a> for Descriptor {
 }
 
 /// A `multiple` symbol field (§1.4): null, one symbol, or an array of symbols.
+///
+/// A list of symbols is accepted too: python3-qpid-proton 0.37 writes connection capabilities
+/// given as a Python list that way (see `tests/vectors/quirks.vectors`).
 impl<'a> Decode<'a> for Vec<Symbol> {
     fn decode(d: &mut Decoder<'a>) -> Result<Self> {
-        match d.peek_u8()? {
+        let items = match d.peek_u8()? {
             c::NULL => {
                 d.u8()?;
-                Ok(Vec::new())
+                return Ok(Vec::new());
             }
-            c::SYM8 | c::SYM32 => Ok(vec![Symbol::decode(d)?]),
+            c::SYM8 | c::SYM32 => return Ok(vec![Symbol::decode(d)?]),
+            c::LIST0 | c::LIST8 | c::LIST32 => Vec::<Value>::decode(d)?,
             _ => {
                 let array = Array::decode(d)?;
                 if *array.elem() != ElemType::Symbol {
                     return Err(DecodeError::InvalidValue("multiple symbol"));
                 }
-                Ok(array
-                    .into_items()
-                    .into_iter()
-                    .filter_map(|v| match v {
-                        Value::Symbol(s) => Some(s),
-                        _ => None,
-                    })
-                    .collect())
+                array.into_items()
             }
-        }
+        };
+        items
+            .into_iter()
+            .map(|v| match v {
+                Value::Symbol(s) => Ok(s),
+                _ => Err(DecodeError::InvalidValue("multiple symbol")),
+            })
+            .collect()
     }
 }
 

@@ -29,7 +29,11 @@ pub enum Role {
 
 impl<'a> Decode<'a> for Role {
     fn decode(d: &mut Decoder<'a>) -> Result<Self> {
-        Ok(if bool::decode(d)? { Role::Receiver } else { Role::Sender })
+        Ok(if bool::decode(d)? {
+            Role::Receiver
+        } else {
+            Role::Sender
+        })
     }
 }
 
@@ -233,7 +237,10 @@ impl Fields {
 
     /// The value under `key`.
     pub fn get(&self, key: &str) -> Option<&Value> {
-        self.0.iter().find(|(k, _)| k.as_str() == key).map(|(_, v)| v)
+        self.0
+            .iter()
+            .find(|(k, _)| k.as_str() == key)
+            .map(|(_, v)| v)
     }
 
     /// Appends a pair.
@@ -259,6 +266,8 @@ impl Fields {
     }
 }
 
+/// Keys must be symbols; ASCII string keys are read as symbols too, because rhea writes the
+/// `info` of every error it sends with string keys (see `tests/vectors/quirks.vectors`).
 impl<'a> Decode<'a> for Fields {
     fn decode(d: &mut Decoder<'a>) -> Result<Self> {
         let map = crate::types::Map::decode(d)?;
@@ -266,6 +275,9 @@ impl<'a> Decode<'a> for Fields {
             .into_iter()
             .map(|(k, v)| match k {
                 Value::Symbol(s) => Ok((s, v)),
+                Value::String(s) => Symbol::try_from_bytes(s.into_bytes())
+                    .map(|s| (s, v))
+                    .map_err(|_| DecodeError::InvalidValue("fields key (must be a symbol)")),
                 _ => Err(DecodeError::InvalidValue("fields key (must be a symbol)")),
             })
             .collect::<Result<Vec<_>>>()
