@@ -1,0 +1,255 @@
+//! The broker core: the registry of queues, address resolution and node lifetimes.
+//!
+//! Connections (in `transport`) resolve link addresses here and then talk to the [`Queue`]s
+//! directly; the registry lock is taken only on attach, detach and housekeeping, never per
+//! message.
+
+mod memory;
+mod queue;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use ferry_codec::definitions::ErrorCondition;
+
+pub use memory::Memory;
+pub use queue::{
+    ConsumerId, Lifetime, Outbound, Queue, QueueKind, QueueLimits, QueueStats, Settlement,
+};
+
+/// Addresses of dynamic nodes start with this; attaching to a missing one never creates it.
+pub const DYNAMIC_PREFIX: &str = "$ferry.tmp.";
+
+/// The broker's settings (mapped from the `[broker]` and `[queues]` config sections).
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// Create queues on attach.
+    pub auto_create: bool,
+    /// Most queues.
+    pub max_queues: usize,
+    /// Delete auto-created queues idle (no links, no messages) this long.
+    pub auto_delete_after: Duration,
+    /// Bytes all messages may occupy together.
+    pub memory_budget: usize,
+    /// Limits of queues not declared with their own.
+    pub default_limits: QueueLimits,
+    /// Queues that exist from the start, with their limits.
+    pub declared: Vec<(String, QueueLimits)>,
+    /// Most credit granted to one producer link, in messages.
+    pub link_credit: u32,
+    /// Most credit granted to one producer link, in bytes (with the running average size).
+    pub link_credit_bytes: usize,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            auto_create: true,
+            max_queues: 10_000,
+            auto_delete_after: Duration::from_secs(300),
+            memory_budget: 1 << 30,
+            default_limits: QueueLimits {
+                max_length: 0,
+                max_bytes: 0,
+                max_message_size: 16 << 20,
+            },
+            declared: Vec::new(),
+            link_credit: 256,
+            link_credit_bytes: 1 << 20,
+        }
+    }
+}
+
+/// Why an address could not be resolved.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResolveError {
+    /// No such node, and it may not be created.
+    #[error("no node at address {0:?}")]
+    NotFound(String),
+    /// The queue limit is reached.
+    #[error("queue limit of {0} reached")]
+    TooManyQueues(usize),
+}
+
+impl ResolveError {
+    /// The AMQP condition for the refusal.
+    pub fn condition(&self) -> ErrorCondition {
+        match self {
+            ResolveError::NotFound(_) => ErrorCondition::NotFound,
+            ResolveError::TooManyQueues(_) => ErrorCondition::ResourceLimitExceeded,
+        }
+    }
+}
+
+/// The broker: shared by every connection task.
+#[derive(Debug)]
+pub struct Broker {
+    cfg: BrokerConfig,
+    memory: Arc<Memory>,
+    queues: Mutex<HashMap<String, Arc<Queue>>>,
+    next_connection: AtomicU64,
+    next_dynamic: AtomicU64,
+    /// Makes dynamic addresses unguessable across restarts.
+    instance: u64,
+}
+
+impl Broker {
+    /// A broker with `cfg`, its declared queues created.
+    pub fn new(cfg: BrokerConfig) -> Arc<Self> {
+        let memory = Arc::new(Memory::new(cfg.memory_budget));
+        let mut queues = HashMap::new();
+        for (name, limits) in &cfg.declared {
+            queues.insert(
+                name.clone(),
+                Arc::new(Queue::new(
+                    name.clone(),
+                    QueueKind::Declared,
+                    *limits,
+                    Arc::clone(&memory),
+                )),
+            );
+        }
+        let instance = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0)
+            ^ u64::from(std::process::id()).rotate_left(32);
+        Arc::new(Self {
+            cfg,
+            memory,
+            queues: Mutex::new(queues),
+            next_connection: AtomicU64::new(1),
+            next_dynamic: AtomicU64::new(1),
+            instance,
+        })
+    }
+
+    fn registry(&self) -> MutexGuard<'_, HashMap<String, Arc<Queue>>> {
+        self.queues.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &BrokerConfig {
+        &self.cfg
+    }
+
+    /// The memory budget.
+    pub fn memory(&self) -> &Arc<Memory> {
+        &self.memory
+    }
+
+    /// A fresh connection number.
+    pub fn next_connection_id(&self) -> u64 {
+        self.next_connection.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The queue at `address`, creating it if allowed and `create` is set.
+    pub fn resolve(&self, address: &str, create: bool) -> Result<Arc<Queue>, ResolveError> {
+        let mut queues = self.registry();
+        if let Some(q) = queues.get(address) {
+            return Ok(Arc::clone(q));
+        }
+        if !create
+            || !self.cfg.auto_create
+            || address.is_empty()
+            || address.starts_with(DYNAMIC_PREFIX)
+        {
+            return Err(ResolveError::NotFound(address.to_string()));
+        }
+        if queues.len() >= self.cfg.max_queues {
+            return Err(ResolveError::TooManyQueues(self.cfg.max_queues));
+        }
+        let q = Arc::new(Queue::new(
+            address.to_string(),
+            QueueKind::AutoCreated,
+            self.cfg.default_limits,
+            Arc::clone(&self.memory),
+        ));
+        queues.insert(address.to_string(), Arc::clone(&q));
+        tracing::debug!(queue = address, "queue auto-created");
+        Ok(q)
+    }
+
+    /// Creates a dynamic node (§3.5.9) with a unique address in the reserved namespace.
+    pub fn create_dynamic(&self, lifetime: Lifetime) -> Result<Arc<Queue>, ResolveError> {
+        let mut queues = self.registry();
+        if queues.len() >= self.cfg.max_queues {
+            return Err(ResolveError::TooManyQueues(self.cfg.max_queues));
+        }
+        let n = self.next_dynamic.fetch_add(1, Ordering::Relaxed);
+        let address = format!("{DYNAMIC_PREFIX}{:016x}.{n}", self.instance);
+        let q = Arc::new(Queue::new(
+            address.clone(),
+            QueueKind::Dynamic(lifetime),
+            self.cfg.default_limits,
+            Arc::clone(&self.memory),
+        ));
+        queues.insert(address, Arc::clone(&q));
+        Ok(q)
+    }
+
+    /// The queue at `address`, if any.
+    pub fn get(&self, address: &str) -> Option<Arc<Queue>> {
+        self.registry().get(address).cloned()
+    }
+
+    /// Deletes the queue at `address`, detaching its links with `amqp:resource-deleted`.
+    pub fn delete(&self, address: &str) -> bool {
+        let q = self.registry().remove(address);
+        match q {
+            Some(q) => {
+                q.delete();
+                tracing::debug!(queue = address, "queue deleted");
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Applies a dynamic node's lifetime policy after one of its links went away, or after a
+    /// settlement emptied it. `closed_link_created_it`: the link that created it detached.
+    pub fn check_lifetime(&self, q: &Arc<Queue>, creator_gone: bool) {
+        let QueueKind::Dynamic(lifetime) = q.kind() else {
+            return;
+        };
+        let delete = match lifetime {
+            Lifetime::DeleteOnClose => creator_gone,
+            Lifetime::DeleteOnNoLinks => !q.has_links(),
+            Lifetime::DeleteOnNoMessages => q.is_empty(),
+            Lifetime::DeleteOnNoLinksOrMessages => !q.has_links() && q.is_empty(),
+        };
+        if delete {
+            self.delete(q.name());
+        }
+    }
+
+    /// Housekeeping: deletes auto-created queues idle for `auto_delete_after`.
+    pub fn sweep(&self, now: Instant) {
+        let idle: Vec<String> = self
+            .registry()
+            .values()
+            .filter(|q| {
+                q.kind() == QueueKind::AutoCreated
+                    && q.idle_since().is_some_and(|t| {
+                        now.saturating_duration_since(t) >= self.cfg.auto_delete_after
+                    })
+            })
+            .map(|q| q.name().to_string())
+            .collect();
+        for name in idle {
+            // Re-check under no lock race: a link may have attached since.
+            if let Some(q) = self.get(&name)
+                && q.idle_since().is_some()
+            {
+                self.delete(&name);
+            }
+        }
+    }
+
+    /// Number of queues.
+    pub fn queue_count(&self) -> usize {
+        self.registry().len()
+    }
+}

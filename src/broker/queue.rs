@@ -1,0 +1,577 @@
+//! A queue: messages in FIFO order, served round-robin to the consumer links that have credit.
+//!
+//! Dispatch is push: when a message arrives or a consumer gains credit, the queue picks the
+//! next consumer with credit, takes one credit, and hands the message to that consumer's
+//! connection task through its bounded channel. The connection writes the transfer; the
+//! peer's disposition comes back as [`Queue::settle`]. Because the queue never sends more
+//! than the credit the connection reported, the channel cannot overflow.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use ferry_codec::definitions::{Error, ErrorCondition, Fields};
+use ferry_codec::messaging::{Header, Message, MessageAnnotations};
+use ferry_codec::types::{Map, Value};
+use tokio::sync::mpsc;
+
+use crate::broker::memory::Memory;
+use crate::proto::LinkId;
+
+/// Identifies a consumer: its connection and its link there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConsumerId {
+    /// The connection's broker-wide number.
+    pub connection: u64,
+    /// The link on that connection.
+    pub link: LinkId,
+}
+
+/// What a queue asks a connection task to do.
+#[derive(Debug)]
+pub enum Outbound {
+    /// Send this message on `link`; settle it at the queue with `entry` when the peer does.
+    Deliver {
+        /// The consumer link.
+        link: LinkId,
+        /// The queue it came from.
+        queue: Arc<Queue>,
+        /// The queue's id for it.
+        entry: u64,
+        /// The message (shared bytes; never copied).
+        message: Message,
+        /// Sent pre-settled: the queue has already forgotten it.
+        settled: bool,
+    },
+    /// The drain the peer asked for is complete: nothing more is available for `link`.
+    Drained {
+        /// The consumer link.
+        link: LinkId,
+    },
+    /// Detach `link` with `error` (its queue was deleted).
+    Detach {
+        /// The link.
+        link: LinkId,
+        /// Why.
+        error: Error,
+    },
+}
+
+/// How a queue treats messages whose consumer settled them (§3.4).
+#[derive(Debug, Clone)]
+pub enum Settlement {
+    /// `accepted`: the message is done.
+    Accepted,
+    /// `released`: back to the queue as it was.
+    Released,
+    /// `modified`: back to the queue with the changes.
+    Modified {
+        /// Count a failed attempt (header delivery-count + 1).
+        delivery_failed: bool,
+        /// Never offer it to this consumer again.
+        undeliverable_here: bool,
+        /// Annotations to merge into the message-annotations.
+        annotations: Option<Fields>,
+    },
+    /// `rejected`: dead-lettered (until dead-letter queues exist: dropped and counted).
+    Rejected,
+}
+
+/// Limits of one queue; 0 means unlimited.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct QueueLimits {
+    /// Most messages.
+    pub max_length: usize,
+    /// Most bytes.
+    pub max_bytes: usize,
+    /// Largest message accepted.
+    pub max_message_size: u64,
+}
+
+/// Why a queue exists, which decides when it goes away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueKind {
+    /// Declared in config: lives until the broker stops.
+    Declared,
+    /// Created by an attach: deleted after a while with no links and no messages.
+    AutoCreated,
+    /// A dynamic node (§3.5.9), deleted by its lifetime policy.
+    Dynamic(Lifetime),
+}
+
+/// Lifetime policies (§3.5.10-§3.5.13).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lifetime {
+    /// Deleted when the link that created it detaches.
+    DeleteOnClose,
+    /// Deleted when no link is attached.
+    DeleteOnNoLinks,
+    /// Deleted when it holds no messages.
+    DeleteOnNoMessages,
+    /// Deleted when it has neither links nor messages.
+    DeleteOnNoLinksOrMessages,
+}
+
+#[derive(Debug)]
+struct Entry {
+    id: u64,
+    message: Message,
+    /// Consumers this message must not go to again (modified undeliverable-here).
+    excluded: Vec<ConsumerId>,
+}
+
+#[derive(Debug)]
+struct Consumer {
+    id: ConsumerId,
+    tx: mpsc::Sender<Outbound>,
+    credit: u32,
+    drain: bool,
+    /// The link sends pre-settled (at-most-once).
+    presettled: bool,
+    max_message_size: Option<u64>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    ready: VecDeque<Entry>,
+    unacked: HashMap<u64, (Entry, ConsumerId)>,
+    consumers: Vec<Consumer>,
+    rr: usize,
+    bytes: usize,
+    next_entry: u64,
+    producers: usize,
+    deleted: bool,
+    idle_since: Option<Instant>,
+}
+
+/// Counters, for metrics and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Messages ready for delivery.
+    pub ready: usize,
+    /// Messages delivered and awaiting settlement.
+    pub unacked: usize,
+    /// Bytes held.
+    pub bytes: usize,
+    /// Consumer links.
+    pub consumers: usize,
+    /// Producer links.
+    pub producers: usize,
+}
+
+/// One queue.
+#[derive(Debug)]
+pub struct Queue {
+    name: String,
+    kind: QueueKind,
+    limits: QueueLimits,
+    memory: Arc<Memory>,
+    state: Mutex<State>,
+    /// Messages rejected and dropped (no dead-letter queue yet).
+    rejected: std::sync::atomic::AtomicU64,
+}
+
+impl Queue {
+    pub(crate) fn new(
+        name: String,
+        kind: QueueKind,
+        limits: QueueLimits,
+        memory: Arc<Memory>,
+    ) -> Self {
+        Self {
+            name,
+            kind,
+            limits,
+            memory,
+            state: Mutex::new(State::default()),
+            rejected: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock would be a bug in this file; keep serving anyway.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The queue's address.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Why it exists.
+    pub fn kind(&self) -> QueueKind {
+        self.kind
+    }
+
+    /// Its limits.
+    pub fn limits(&self) -> QueueLimits {
+        self.limits
+    }
+
+    /// Current counters.
+    pub fn stats(&self) -> QueueStats {
+        let s = self.lock();
+        QueueStats {
+            ready: s.ready.len(),
+            unacked: s.unacked.len(),
+            bytes: s.bytes,
+            consumers: s.consumers.len(),
+            producers: s.producers,
+        }
+    }
+
+    /// Messages rejected by consumers and dropped.
+    pub fn rejected_count(&self) -> u64 {
+        self.rejected.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// How many more messages fit, by this queue's limits and the memory budget, assuming
+    /// messages of `typical` bytes. Producers are granted credit only within this.
+    pub fn room(&self, typical: usize) -> usize {
+        let s = self.lock();
+        if s.deleted {
+            return 0;
+        }
+        let typical = typical.max(1);
+        let held = s.ready.len() + s.unacked.len();
+        let by_count = match self.limits.max_length {
+            0 => usize::MAX,
+            max => max.saturating_sub(held),
+        };
+        let by_bytes = match self.limits.max_bytes {
+            0 => usize::MAX,
+            max => max.saturating_sub(s.bytes) / typical,
+        };
+        let by_memory = self.memory.available() / typical;
+        by_count.min(by_bytes).min(by_memory)
+    }
+
+    /// Whether the queue has been deleted.
+    pub fn is_deleted(&self) -> bool {
+        self.lock().deleted
+    }
+
+    /// Adds a message. Granted credit may slightly overshoot the limits (several producers
+    /// share the room); the overshoot is bounded by the credit in flight.
+    pub fn enqueue(self: &Arc<Self>, message: Message) -> Result<(), ErrorCondition> {
+        if self.limits.max_message_size > 0 && message.len() as u64 > self.limits.max_message_size {
+            return Err(ErrorCondition::MessageSizeExceeded);
+        }
+        let mut s = self.lock();
+        if s.deleted {
+            return Err(ErrorCondition::ResourceDeleted);
+        }
+        let id = s.next_entry;
+        s.next_entry += 1;
+        s.bytes += message.len();
+        self.memory.charge(message.len());
+        s.ready.push_back(Entry {
+            id,
+            message,
+            excluded: Vec::new(),
+        });
+        s.idle_since = None;
+        self.dispatch(&mut s);
+        Ok(())
+    }
+
+    /// Registers a producer link (for lifetime and auto-delete decisions).
+    pub fn add_producer(&self) {
+        let mut s = self.lock();
+        s.producers += 1;
+        s.idle_since = None;
+    }
+
+    /// Unregisters a producer link.
+    pub fn remove_producer(&self, now: Instant) {
+        let mut s = self.lock();
+        s.producers = s.producers.saturating_sub(1);
+        Self::mark_idle(&mut s, now);
+    }
+
+    /// Registers a consumer link with no credit yet.
+    pub fn add_consumer(
+        &self,
+        id: ConsumerId,
+        tx: mpsc::Sender<Outbound>,
+        presettled: bool,
+        max_message_size: Option<u64>,
+    ) {
+        let mut s = self.lock();
+        s.consumers.push(Consumer {
+            id,
+            tx,
+            credit: 0,
+            drain: false,
+            presettled,
+            max_message_size,
+        });
+        s.idle_since = None;
+    }
+
+    /// Sets a consumer's credit (absolute, as the peer's flow says) and dispatches.
+    pub fn set_credit(self: &Arc<Self>, id: ConsumerId, credit: u32, drain: bool) {
+        let mut s = self.lock();
+        if let Some(c) = s.consumers.iter_mut().find(|c| c.id == id) {
+            c.credit = credit;
+            c.drain = drain;
+        }
+        self.dispatch(&mut s);
+    }
+
+    /// Removes a consumer; its unsettled messages return to the queue as if modified with
+    /// delivery-failed (§3.4.5), so another consumer gets them.
+    pub fn remove_consumer(self: &Arc<Self>, id: ConsumerId, now: Instant) {
+        let mut s = self.lock();
+        s.consumers.retain(|c| c.id != id);
+        let mut returned: Vec<Entry> = Vec::new();
+        let ids: Vec<u64> = s
+            .unacked
+            .iter()
+            .filter(|(_, (_, c))| *c == id)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in ids {
+            if let Some((entry, _)) = s.unacked.remove(&k) {
+                returned.push(entry);
+            }
+        }
+        returned.sort_by_key(|e| e.id);
+        for mut entry in returned.into_iter().rev() {
+            let old = entry.message.len();
+            entry.message = with_failed_delivery(&entry.message);
+            let new = entry.message.len();
+            s.bytes = s.bytes.saturating_sub(old) + new;
+            if new >= old {
+                self.memory.charge(new - old);
+            } else {
+                self.memory.refund(old - new);
+            }
+            Self::requeue(&mut s, entry);
+        }
+        Self::mark_idle(&mut s, now);
+        self.dispatch(&mut s);
+    }
+
+    fn mark_idle(s: &mut State, now: Instant) {
+        if s.consumers.is_empty() && s.producers == 0 && s.ready.is_empty() && s.unacked.is_empty()
+        {
+            s.idle_since.get_or_insert(now);
+        }
+    }
+
+    /// Since when the queue has had no links and no messages.
+    pub fn idle_since(&self) -> Option<Instant> {
+        self.lock().idle_since
+    }
+
+    /// Whether the queue has any link attached.
+    pub fn has_links(&self) -> bool {
+        let s = self.lock();
+        !s.consumers.is_empty() || s.producers > 0
+    }
+
+    /// Whether it holds no messages.
+    pub fn is_empty(&self) -> bool {
+        let s = self.lock();
+        s.ready.is_empty() && s.unacked.is_empty()
+    }
+
+    /// Applies a consumer's outcome to a delivered message.
+    pub fn settle(self: &Arc<Self>, entry: u64, outcome: Settlement, now: Instant) {
+        let mut s = self.lock();
+        let Some((mut e, consumer)) = s.unacked.remove(&entry) else {
+            return;
+        };
+        match outcome {
+            Settlement::Accepted => self.forget(&mut s, &e),
+            Settlement::Rejected => {
+                self.rejected
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.forget(&mut s, &e);
+            }
+            Settlement::Released => {
+                Self::requeue(&mut s, e);
+            }
+            Settlement::Modified {
+                delivery_failed,
+                undeliverable_here,
+                annotations,
+            } => {
+                if delivery_failed || annotations.is_some() {
+                    let old = e.message.len();
+                    e.message = modified(&e.message, delivery_failed, annotations.as_ref());
+                    let new = e.message.len();
+                    s.bytes = s.bytes.saturating_sub(old) + new;
+                    if new >= old {
+                        self.memory.charge(new - old);
+                    } else {
+                        self.memory.refund(old - new);
+                    }
+                }
+                if undeliverable_here {
+                    e.excluded.push(consumer);
+                }
+                Self::requeue(&mut s, e);
+            }
+        }
+        Self::mark_idle(&mut s, now);
+        self.dispatch(&mut s);
+    }
+
+    /// Puts a message back at its place in FIFO order (by entry id).
+    fn requeue(s: &mut State, e: Entry) {
+        let pos = s
+            .ready
+            .iter()
+            .position(|r| r.id > e.id)
+            .unwrap_or(s.ready.len());
+        s.ready.insert(pos, e);
+    }
+
+    fn forget(&self, s: &mut State, e: &Entry) {
+        s.bytes = s.bytes.saturating_sub(e.message.len());
+        self.memory.refund(e.message.len());
+    }
+
+    /// A message the connection could not send after all (credit shrank meanwhile): back to
+    /// the queue unchanged, and the consumer's credit as the engine sees it.
+    pub fn undeliverable(&self, entry: u64, consumer: ConsumerId, credit: u32) {
+        let mut s = self.lock();
+        if let Some((e, _)) = s.unacked.remove(&entry) {
+            Self::requeue(&mut s, e);
+        }
+        if let Some(c) = s.consumers.iter_mut().find(|c| c.id == consumer) {
+            c.credit = credit;
+        }
+    }
+
+    /// Deletes the queue: its links are detached with `amqp:resource-deleted`, its messages
+    /// dropped.
+    pub fn delete(&self) {
+        let mut s = self.lock();
+        if s.deleted {
+            return;
+        }
+        s.deleted = true;
+        for c in &s.consumers {
+            let _ = c.tx.try_send(Outbound::Detach {
+                link: c.id.link,
+                error: Error::new(
+                    ErrorCondition::ResourceDeleted,
+                    format!("queue {} deleted", self.name),
+                ),
+            });
+        }
+        s.consumers.clear();
+        let held = s.bytes;
+        s.ready.clear();
+        s.unacked.clear();
+        s.bytes = 0;
+        self.memory.refund(held);
+    }
+
+    /// Hands ready messages to consumers with credit, round-robin, in FIFO order.
+    fn dispatch(self: &Arc<Self>, s: &mut State) {
+        let n = s.consumers.len();
+        if n == 0 {
+            return;
+        }
+        while let Some(head) = s.ready.front() {
+            let size = head.message.len() as u64;
+            let mut chosen = None;
+            for k in 0..n {
+                let i = (s.rr + k) % n;
+                let Some(c) = s.consumers.get(i) else {
+                    continue;
+                };
+                if c.credit > 0
+                    && !head.excluded.contains(&c.id)
+                    && c.max_message_size.is_none_or(|m| size <= m)
+                {
+                    chosen = Some(i);
+                    break;
+                }
+            }
+            let Some(i) = chosen else {
+                break;
+            };
+            s.rr = (i + 1) % n;
+            let Some(entry) = s.ready.pop_front() else {
+                break;
+            };
+            let Some(c) = s.consumers.get_mut(i) else {
+                s.ready.push_front(entry);
+                break;
+            };
+            c.credit -= 1;
+            let (id, presettled, tx) = (c.id, c.presettled, c.tx.clone());
+            let message = entry.message.clone();
+            let entry_id = entry.id;
+            let queue = Arc::clone(self);
+            if presettled {
+                self.forget(s, &entry);
+            } else {
+                s.unacked.insert(entry_id, (entry, id));
+            }
+            let sent = tx.try_send(Outbound::Deliver {
+                link: id.link,
+                queue,
+                entry: entry_id,
+                message,
+                settled: presettled,
+            });
+            if sent.is_err() {
+                // The connection is gone or behind: take the message back, stop offering.
+                if let Some((e, _)) = s.unacked.remove(&entry_id) {
+                    s.ready.push_front(e);
+                }
+                if let Some(c) = s.consumers.get_mut(i) {
+                    c.credit = 0;
+                }
+            }
+        }
+        // Drain: a consumer that asked to drain and still has credit has seen everything.
+        for c in s.consumers.iter_mut() {
+            if c.drain && (c.credit == 0 || s.ready.is_empty()) {
+                c.drain = false;
+                c.credit = 0;
+                let _ = c.tx.try_send(Outbound::Drained { link: c.id.link });
+            }
+        }
+    }
+}
+
+/// The message with its header's delivery-count raised by one (§3.4.5 delivery-failed).
+fn with_failed_delivery(message: &Message) -> Message {
+    modified(message, true, None)
+}
+
+/// Rewrites the header and message-annotations of `message`; the bare message is shared.
+fn modified(message: &Message, delivery_failed: bool, annotations: Option<&Fields>) -> Message {
+    let mut header: Header = message.header().unwrap_or_default();
+    if delivery_failed {
+        header.delivery_count = header.delivery_count.saturating_add(1);
+        header.first_acquirer = false;
+    }
+    let da = message
+        .delivery_annotations()
+        .ok()
+        .flatten()
+        .map(ferry_codec::messaging::DeliveryAnnotations);
+    let mut ma: Option<Map> = message.message_annotations().ok().flatten();
+    if let Some(extra) = annotations {
+        let map = ma.get_or_insert_with(Map::new);
+        for (k, v) in &extra.0 {
+            let key = Value::Symbol(k.clone());
+            match map.0.iter_mut().find(|(mk, _)| *mk == key) {
+                Some(pair) => pair.1 = v.clone(),
+                None => map.push(key, v.clone()),
+            }
+        }
+    }
+    let ma = ma.map(MessageAnnotations);
+    message
+        .reannotate(Some(&header), da.as_ref(), ma.as_ref())
+        .unwrap_or_else(|_| message.clone())
+}

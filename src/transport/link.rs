@@ -1,0 +1,457 @@
+//! One connection's links as the broker sees them: producers feeding queues and consumers
+//! served by queues, plus the deliveries in flight between them.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use ferry_codec::definitions::{Error, ErrorCondition, Role, SenderSettleMode};
+use ferry_codec::delivery_state::{Accepted, DeliveryState, Rejected};
+use ferry_codec::messaging::{LifetimePolicy, Target, TargetKind, node_properties};
+use ferry_codec::performatives::Attach;
+use ferry_codec::types::{Str, Value};
+use tokio::sync::mpsc;
+
+use crate::broker::{Broker, ConsumerId, Lifetime, Outbound, Queue, Settlement};
+use crate::proto::{AttachReply, Connection, ConnectionConfig, Event, IncomingDelivery, LinkId};
+
+/// A link where the peer sends and we enqueue.
+#[derive(Debug)]
+struct Producer {
+    /// `None`: anonymous relay, routed by each message's `to`.
+    queue: Option<Arc<Queue>>,
+    /// Running average message size, to turn the byte cap into a credit.
+    avg_size: usize,
+    /// Whether this link created its (dynamic) queue.
+    creator: bool,
+}
+
+/// A link where a queue sends and the peer receives.
+#[derive(Debug)]
+struct Consumer {
+    queue: Arc<Queue>,
+    creator: bool,
+}
+
+/// The links of one connection.
+#[derive(Debug)]
+pub(super) struct Links {
+    conn_id: u64,
+    broker: Arc<Broker>,
+    tx: mpsc::Sender<Outbound>,
+    producers: HashMap<LinkId, Producer>,
+    consumers: HashMap<LinkId, Consumer>,
+    /// Our unsettled deliveries: (link, delivery-id) to the queue entry.
+    inflight: HashMap<(LinkId, u32), (Arc<Queue>, u64)>,
+    /// Consumers whose queue-side credit must be brought back in line with the engine's.
+    touched: HashSet<LinkId>,
+    /// Producers waiting for room before they get more credit.
+    starved: HashSet<LinkId>,
+    max_message_size: u64,
+}
+
+/// Credit a producer is topped up to, and the level below which it is topped up.
+fn refill_threshold(cap: u32) -> u32 {
+    cap / 2
+}
+
+impl Links {
+    pub(super) fn new(
+        conn_id: u64,
+        broker: Arc<Broker>,
+        tx: mpsc::Sender<Outbound>,
+        cfg: &ConnectionConfig,
+    ) -> Self {
+        Self {
+            conn_id,
+            broker,
+            tx,
+            producers: HashMap::new(),
+            consumers: HashMap::new(),
+            inflight: HashMap::new(),
+            touched: HashSet::new(),
+            starved: HashSet::new(),
+            max_message_size: cfg.max_message_size,
+        }
+    }
+
+    fn consumer_id(&self, link: LinkId) -> ConsumerId {
+        ConsumerId {
+            connection: self.conn_id,
+            link,
+        }
+    }
+
+    pub(super) fn on_event(&mut self, engine: &mut Connection, event: Event) {
+        match event {
+            Event::AttachRequested { link, attach } => self.on_attach(engine, link, *attach),
+            Event::Credit {
+                link,
+                credit,
+                drain,
+            } => {
+                if let Some(c) = self.consumers.get(&link) {
+                    let cap = self.broker.config().link_credit.max(1);
+                    c.queue
+                        .set_credit(self.consumer_id(link), credit.min(cap), drain);
+                }
+            }
+            Event::Delivery(d) => self.on_delivery(engine, *d),
+            Event::Disposition {
+                link,
+                delivery_id,
+                state,
+                settled,
+            } => {
+                let terminal = state.as_ref().is_none_or(DeliveryState::is_outcome);
+                if !(settled || terminal && state.is_some()) {
+                    return;
+                }
+                if let Some((queue, entry)) = self.inflight.remove(&(link, delivery_id.0)) {
+                    queue.settle(entry, settlement(state.as_ref()), Instant::now());
+                    self.broker.check_lifetime(&queue, false);
+                    self.touched.insert(link);
+                }
+            }
+            Event::Detached { link, .. } => self.on_detached(link),
+            Event::SenderState { .. }
+            | Event::Opened(_)
+            | Event::SessionBegun(_)
+            | Event::SessionEnded { .. }
+            | Event::Attached { .. }
+            | Event::SaslInit { .. }
+            | Event::SaslOutcome { .. }
+            | Event::Closed { .. } => {}
+        }
+    }
+
+    fn refuse(engine: &mut Connection, link: LinkId, condition: ErrorCondition, why: String) {
+        tracing::debug!(%condition, why, "attach refused");
+        let _ = engine.refuse_attach(link, Error::new(condition, why));
+    }
+
+    fn on_attach(&mut self, engine: &mut Connection, link: LinkId, attach: Attach) {
+        match attach.role {
+            // The peer sends: we receive into a queue.
+            Role::Sender => {
+                let target = match &attach.target {
+                    Some(TargetKind::Coordinator(_)) => {
+                        return Self::refuse(
+                            engine,
+                            link,
+                            ErrorCondition::NotImplemented,
+                            "transactions are not supported yet".into(),
+                        );
+                    }
+                    Some(TargetKind::Target(t)) => Some(t.clone()),
+                    None => None,
+                };
+                let (queue, creator, reply_target) = match target {
+                    Some(t) if t.dynamic => match self
+                        .broker
+                        .create_dynamic(lifetime_of(t.dynamic_node_properties.as_ref()))
+                    {
+                        Ok(q) => {
+                            let mut echo = t.clone();
+                            echo.address = Some(Str::from(q.name()));
+                            (Some(q), true, Some(echo))
+                        }
+                        Err(e) => return Self::refuse(engine, link, e.condition(), e.to_string()),
+                    },
+                    Some(Target {
+                        address: Some(ref address),
+                        ..
+                    }) => match self.broker.resolve(address, true) {
+                        Ok(q) => (Some(q), false, target.clone()),
+                        Err(e) => return Self::refuse(engine, link, e.condition(), e.to_string()),
+                    },
+                    // A null target or null address: the anonymous relay, routing on `to`.
+                    other => (None, false, other.or_else(|| Some(Target::default()))),
+                };
+                if let Some(q) = &queue {
+                    q.add_producer();
+                }
+                let max = queue
+                    .as_ref()
+                    .map(|q| q.limits().max_message_size)
+                    .filter(|m| *m > 0)
+                    .map_or(self.max_message_size, |m| m.min(self.max_message_size));
+                let reply = AttachReply {
+                    source: attach.source.clone(),
+                    target: reply_target.map(TargetKind::Target),
+                    max_message_size: Some(max),
+                    ..Default::default()
+                };
+                if engine.accept_attach(link, reply).is_ok() {
+                    self.producers.insert(
+                        link,
+                        Producer {
+                            queue,
+                            avg_size: 1024,
+                            creator,
+                        },
+                    );
+                    self.refill(engine, link);
+                }
+            }
+            // The peer receives: a queue sends to it.
+            Role::Receiver => {
+                let Some(source) = attach.source.clone() else {
+                    return Self::refuse(
+                        engine,
+                        link,
+                        ErrorCondition::NotFound,
+                        "a receiver needs a source".into(),
+                    );
+                };
+                let (queue, creator, mut echo) = if source.dynamic {
+                    match self
+                        .broker
+                        .create_dynamic(lifetime_of(source.dynamic_node_properties.as_ref()))
+                    {
+                        Ok(q) => {
+                            let mut echo = source.clone();
+                            echo.address = Some(Str::from(q.name()));
+                            (q, true, echo)
+                        }
+                        Err(e) => return Self::refuse(engine, link, e.condition(), e.to_string()),
+                    }
+                } else {
+                    let Some(address) = source.address.as_deref() else {
+                        return Self::refuse(
+                            engine,
+                            link,
+                            ErrorCondition::NotFound,
+                            "a receiver needs a source address".into(),
+                        );
+                    };
+                    match self.broker.resolve(address, true) {
+                        Ok(q) => (q, false, source.clone()),
+                        Err(e) => return Self::refuse(engine, link, e.condition(), e.to_string()),
+                    }
+                };
+                // No filters are applied yet: the reply leaves them out (§3.5.3 filter echo).
+                echo.filter = None;
+                let reply = AttachReply {
+                    source: Some(echo),
+                    target: attach.target.clone(),
+                    max_message_size: Some(self.max_message_size),
+                    ..Default::default()
+                };
+                if engine.accept_attach(link, reply).is_ok() {
+                    let presettled = attach.snd_settle_mode == SenderSettleMode::Settled;
+                    queue.add_consumer(
+                        self.consumer_id(link),
+                        self.tx.clone(),
+                        presettled,
+                        attach.max_message_size.filter(|m| *m > 0),
+                    );
+                    self.consumers.insert(link, Consumer { queue, creator });
+                }
+            }
+        }
+    }
+
+    /// Tops a producer's credit up to the cap, within the room its queue has.
+    fn refill(&mut self, engine: &mut Connection, link: LinkId) {
+        let Some(p) = self.producers.get(&link) else {
+            return;
+        };
+        let cfg = self.broker.config();
+        let cap = cfg
+            .link_credit
+            .min(u32::try_from(cfg.link_credit_bytes / p.avg_size.max(1)).unwrap_or(u32::MAX))
+            .max(1);
+        let current = engine.credit(link).unwrap_or(0);
+        if current > refill_threshold(cap) {
+            return;
+        }
+        let room = match &p.queue {
+            Some(q) => q.room(p.avg_size),
+            None => self.broker.memory().available() / p.avg_size.max(1),
+        };
+        let grant = u32::try_from(room).unwrap_or(u32::MAX).min(cap);
+        if grant == 0 {
+            self.starved.insert(link);
+            return;
+        }
+        self.starved.remove(&link);
+        if grant > current {
+            let _ = engine.grant_credit(link, grant, false);
+        }
+    }
+
+    fn on_delivery(&mut self, engine: &mut Connection, d: IncomingDelivery) {
+        let link = d.link;
+        let Some(p) = self.producers.get_mut(&link) else {
+            return;
+        };
+        let size = d.message.len();
+        p.avg_size = (p.avg_size * 7 + size) / 8;
+        let queue = match &p.queue {
+            Some(q) => Ok(Arc::clone(q)),
+            None => {
+                // Anonymous relay: the message's `to` names the node (§2.6.x ANONYMOUS-RELAY).
+                let to = d
+                    .message
+                    .properties()
+                    .ok()
+                    .flatten()
+                    .and_then(|p| p.to.map(str::to_string));
+                match to {
+                    Some(to) => self
+                        .broker
+                        .resolve(&to, false)
+                        .map_err(|e| (e.condition(), e.to_string())),
+                    None => Err((
+                        ErrorCondition::NotFound,
+                        "message has no `to` address".to_string(),
+                    )),
+                }
+            }
+        };
+        let outcome = queue.and_then(|q| {
+            q.enqueue(d.message)
+                .map(|()| q)
+                .map_err(|c| (c.clone(), format!("not stored: {c}")))
+        });
+        if !d.settled {
+            let state = match &outcome {
+                Ok(_) => DeliveryState::Accepted(Accepted {}),
+                Err((condition, why)) => DeliveryState::Rejected(Rejected {
+                    error: Some(Error::new(condition.clone(), why.clone())),
+                }),
+            };
+            let _ = engine.settle_incoming(link, d.delivery_id, state);
+        }
+        self.refill(engine, link);
+    }
+
+    fn on_detached(&mut self, link: LinkId) {
+        let now = Instant::now();
+        if let Some(p) = self.producers.remove(&link) {
+            self.starved.remove(&link);
+            if let Some(q) = p.queue {
+                q.remove_producer(now);
+                self.broker.check_lifetime(&q, p.creator);
+            }
+        }
+        if let Some(c) = self.consumers.remove(&link) {
+            self.inflight.retain(|(l, _), _| *l != link);
+            self.touched.remove(&link);
+            c.queue.remove_consumer(self.consumer_id(link), now);
+            self.broker.check_lifetime(&c.queue, c.creator);
+        }
+    }
+
+    pub(super) fn on_outbound(&mut self, engine: &mut Connection, out: Outbound) {
+        match out {
+            Outbound::Deliver {
+                link,
+                queue,
+                entry,
+                message,
+                settled,
+            } => {
+                if !self.consumers.contains_key(&link) {
+                    // Detached meanwhile: the queue already took its unsettled messages back.
+                    if settled {
+                        let _ = queue.enqueue(message);
+                    }
+                    return;
+                }
+                match engine.send(link, &message, settled, None) {
+                    Ok(id) => {
+                        if !settled {
+                            self.inflight.insert((link, id.0), (queue, entry));
+                        }
+                    }
+                    Err(_) => {
+                        let credit = engine.credit(link).unwrap_or(0);
+                        if settled {
+                            let _ = queue.enqueue(message);
+                        } else {
+                            queue.undeliverable(entry, self.consumer_id(link), credit);
+                        }
+                    }
+                }
+                self.touched.insert(link);
+            }
+            Outbound::Drained { link } => {
+                let _ = engine.drained(link);
+            }
+            Outbound::Detach { link, error } => {
+                let _ = engine.detach(link, true, Some(error));
+                self.on_detached(link);
+            }
+        }
+    }
+
+    /// End of a loop turn: queue-side credit of consumers that sent meets the engine's again,
+    /// and producers starved for room get credit once room is back.
+    pub(super) fn after_turn(&mut self, engine: &mut Connection) {
+        let cap = self.broker.config().link_credit.max(1);
+        for link in std::mem::take(&mut self.touched) {
+            if let (Some(c), Some(credit)) = (self.consumers.get(&link), engine.credit(link)) {
+                c.queue
+                    .set_credit(self.consumer_id(link), credit.min(cap), false);
+            }
+        }
+        if !self.starved.is_empty() && !self.broker.memory().exhausted() {
+            let starved: Vec<LinkId> = self.starved.iter().copied().collect();
+            for link in starved {
+                self.refill(engine, link);
+            }
+        }
+    }
+
+    /// The connection is gone: every link is released.
+    pub(super) fn shutdown(&mut self, engine: &mut Connection) {
+        while let Some(event) = engine.poll_event() {
+            self.on_event(engine, event);
+        }
+        let links: Vec<LinkId> = self
+            .producers
+            .keys()
+            .chain(self.consumers.keys())
+            .copied()
+            .collect();
+        for link in links {
+            self.on_detached(link);
+        }
+    }
+}
+
+/// The queue-side effect of a consumer's outcome (§3.4). Settled without an outcome counts as
+/// accepted, as the common brokers treat it.
+fn settlement(state: Option<&DeliveryState>) -> Settlement {
+    match state {
+        None | Some(DeliveryState::Accepted(_)) => Settlement::Accepted,
+        Some(DeliveryState::Released(_)) => Settlement::Released,
+        Some(DeliveryState::Rejected(_)) => Settlement::Rejected,
+        Some(DeliveryState::Modified(m)) => Settlement::Modified {
+            delivery_failed: m.delivery_failed.unwrap_or(false),
+            undeliverable_here: m.undeliverable_here.unwrap_or(false),
+            annotations: m.message_annotations.clone(),
+        },
+        Some(_) => Settlement::Released,
+    }
+}
+
+/// The lifetime policy asked for in dynamic-node-properties; delete-on-close by default.
+fn lifetime_of(props: Option<&ferry_codec::definitions::Fields>) -> Lifetime {
+    let Some(Value::Described(d)) = props.and_then(|p| p.get(node_properties::LIFETIME_POLICY))
+    else {
+        return Lifetime::DeleteOnClose;
+    };
+    let encoded = ferry_codec::Encode::to_bytes(&Value::Described(d.clone()));
+    match ferry_codec::Decoder::decode_exact::<LifetimePolicy>(
+        &encoded,
+        ferry_codec::DecodeLimits::DEFAULT,
+    ) {
+        Ok(LifetimePolicy::DeleteOnNoLinks(_)) => Lifetime::DeleteOnNoLinks,
+        Ok(LifetimePolicy::DeleteOnNoMessages(_)) => Lifetime::DeleteOnNoMessages,
+        Ok(LifetimePolicy::DeleteOnNoLinksOrMessages(_)) => Lifetime::DeleteOnNoLinksOrMessages,
+        _ => Lifetime::DeleteOnClose,
+    }
+}
