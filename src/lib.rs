@@ -2,13 +2,19 @@
 //!
 //! # Layout
 //! - [`proto`]: the sans-IO protocol engine (connection, session and link state machines).
+//! - [`config`]: the typed TOML configuration; `etc/ferry.toml` is its built-in default.
+//! - [`cli`]: the command line, which loads the config and overrides parts of it.
+//! - [`auth`]: argon2 password hashes and SASL PLAIN, checked against the configured users.
 //! - [`transport`]: one tokio task per connection, driving an engine over a socket.
 //! - [`broker`]: queues, address resolution, node lifetimes, the memory budget.
 //! - [`server`]: listeners, connection limits, housekeeping, graceful shutdown.
 //!
 //! The transport, broker core and store are built on top of it (see `ARCHITECTURE.md`).
 
+pub mod auth;
 pub mod broker;
+pub mod cli;
+pub mod config;
 pub mod proto;
 pub mod server;
 pub mod transport;

@@ -1,11 +1,137 @@
-//! `ferry`: the AMQP 1.0 broker daemon.
-//!
-//! The broker itself is built on top of `ferry-codec` in the next milestone; until then this
-//! binary only reports what it is, so that the workspace and its CI are in place.
+//! `ferry`: the AMQP 1.0 broker daemon. Argument parsing, configuration and the helper
+//! subcommands live in the library (`ferry::cli`, `ferry::config`); this file only wires them
+//! to the process: exit codes, standard streams and logging.
 
-fn main() {
-    println!(
-        "ferry {}: AMQP 1.0 broker (codec ready; the broker core is not built yet)",
-        env!("CARGO_PKG_VERSION")
-    );
+use std::process::ExitCode;
+
+use std::sync::Arc;
+
+use clap::Parser;
+use ferry::auth::Users;
+use ferry::broker::{BrokerConfig, QueueLimits};
+use ferry::cli::{self, Cli, Command};
+use ferry::config::Config;
+use ferry::server::{self, ListenerSpec, ServerSpec};
+use ferry::transport::Authenticator;
+
+fn main() -> ExitCode {
+    let args = Cli::parse();
+    match args.command {
+        Some(Command::PrintDefaultConfig) => {
+            print!("{}", Config::default_toml());
+            ExitCode::SUCCESS
+        }
+        Some(Command::CheckConfig) => match args.load_config() {
+            Ok(_) => {
+                println!("ok");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e),
+        },
+        Some(Command::Passwd { password_stdin }) => match cli::passwd(password_stdin) {
+            Ok(phc) => {
+                println!("{phc}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e),
+        },
+        None => run(&args),
+    }
+}
+
+fn run(args: &Cli) -> ExitCode {
+    let config = match args.load_config() {
+        Ok(config) => config,
+        Err(e) => return fail(&e),
+    };
+    let filter = match tracing_subscriber::EnvFilter::try_new(&args.log_level) {
+        Ok(filter) => filter,
+        Err(e) => return fail(&format!("invalid --log-level {:?}: {e}", args.log_level)),
+    };
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(&format!("cannot start the runtime: {e}")),
+    };
+    let users: Arc<dyn Authenticator> = Arc::new(Users::new(&config.users));
+    runtime.block_on(async move {
+        let running = match server::start(server_spec(&config), users).await {
+            Ok(r) => r,
+            Err(e) => return fail(&format!("cannot listen: {e}")),
+        };
+        tracing::info!(version = env!("CARGO_PKG_VERSION"), "ferry started");
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        running.stop().await;
+        ExitCode::SUCCESS
+    })
+}
+
+/// Maps the configuration onto what the server runs.
+fn server_spec(config: &Config) -> ServerSpec {
+    let b = &config.broker;
+    let defaults = &config.queues.defaults;
+    let limits = |l: &ferry::config::QueueLimits, max_message_size: u64| QueueLimits {
+        max_length: usize::try_from(l.max_length).unwrap_or(usize::MAX),
+        max_bytes: usize::try_from(l.max_bytes).unwrap_or(usize::MAX),
+        max_message_size,
+    };
+    ServerSpec {
+        listeners: config
+            .listeners
+            .iter()
+            .map(|l| ListenerSpec {
+                address: l.address,
+                max_connections: l.max_connections as usize,
+                engine: config.connection_config(l),
+            })
+            .collect(),
+        broker: BrokerConfig {
+            auto_create: b.auto_create,
+            max_queues: b.max_queues as usize,
+            auto_delete_after: b.auto_delete_after,
+            memory_budget: usize::try_from(b.memory_budget).unwrap_or(usize::MAX),
+            default_limits: limits(defaults, b.max_message_size),
+            declared: config
+                .queues
+                .declare
+                .iter()
+                .map(|q| {
+                    let l = q.limits(defaults);
+                    (
+                        q.name.clone(),
+                        limits(&l, q.max_message_size.unwrap_or(b.max_message_size)),
+                    )
+                })
+                .collect(),
+            link_credit: b.link_credit,
+            link_credit_bytes: usize::try_from(b.link_credit_bytes).unwrap_or(usize::MAX),
+        },
+        shutdown_grace: b.shutdown_grace,
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+fn fail(error: &dyn std::fmt::Display) -> ExitCode {
+    eprintln!("ferry: {error}");
+    ExitCode::FAILURE
 }
