@@ -30,6 +30,17 @@ pub trait DescribedBody<'a>: Sized {
     const NAME: &'static str;
     /// Reads the fields list.
     fn decode_body(d: &mut Decoder<'a>) -> Result<Self>;
+
+    /// Reads the fields list and hands the value to `wrap`, whose result is returned.
+    ///
+    /// Composites build themselves inside `wrap`'s argument, so an enclosing enum or frame can
+    /// be built in one place instead of each layer copying a ~200-byte value out of a
+    /// `Result` and into the next.
+    #[doc(hidden)]
+    #[inline(always)]
+    fn decode_body_with<U>(d: &mut Decoder<'a>, wrap: impl FnOnce(Self) -> U) -> Result<U> {
+        Self::decode_body(d).map(wrap)
+    }
 }
 
 macro_rules! composite {
@@ -66,8 +77,9 @@ macro_rules! composite {
         $e == composite!(@dflt def $t $(, $d)?)
     };
 
-    (@count full, $nulls:expr) => { $nulls.len() };
-    (@count compact, $nulls:expr) => { $nulls.iter().rposition(|n| !n).map_or(0, |i| i + 1) };
+    // What `body_len` reports: every field in full mode; up to the last non-null in compact.
+    (@written full, $last:expr, $all:expr) => { $all };
+    (@written compact, $last:expr, $all:expr) => { $last };
 
     (
         $(#[$meta:meta])*
@@ -97,32 +109,24 @@ macro_rules! composite {
             /// Symbolic descriptor.
             pub const DESCRIPTOR_NAME: &'static str = $sym;
 
-            #[allow(unused_variables)]
-            fn null_fields(&self) -> impl AsRef<[bool]> {
-                [$( composite!(@isnull $mode, self.$field, $kind $fty $(, $default)?) ),*]
-            }
-
-            /// (bytes of the written fields, number of fields written)
+            /// (bytes of the written fields, number of fields written), in one pass: a null
+            /// takes one byte, and compact mode drops the nulls after the last value.
+            #[allow(unused_mut, unused_variables, unused_assignments)]
+            #[inline]
             fn body_len(&self) -> (usize, usize) {
-                let nulls = self.null_fields();
-                let nulls = nulls.as_ref();
-                let count = composite!(@count $mode, nulls);
-                #[allow(unused_mut)]
-                let mut i = 0usize;
-                #[allow(unused_mut)]
+                let mut n = 0usize;
                 let mut len = 0usize;
+                let mut last = (0usize, 0usize);
                 $(
-                    if i < count {
-                        len += if nulls.get(i).copied().unwrap_or(true) {
-                            1
-                        } else {
-                            $crate::encode::Encode::encoded_len(&self.$field)
-                        };
+                    n += 1;
+                    if composite!(@isnull $mode, self.$field, $kind $fty $(, $default)?) {
+                        len += 1;
+                    } else {
+                        len += $crate::encode::Encode::encoded_len(&self.$field);
+                        last = (len, n);
                     }
-                    i += 1;
                 )*
-                let _ = i;
-                (len, count)
+                composite!(@written $mode, last, (len, n))
             }
         }
 
@@ -130,17 +134,29 @@ macro_rules! composite {
             const CODE: u64 = $code;
             const NAME: &'static str = $sym;
 
-            #[allow(unused_mut, unused_variables)]
+            #[inline(always)]
             fn decode_body(d: &mut $crate::decode::Decoder<'a>) -> $crate::decode::Result<Self> {
+                Self::decode_body_with(d, |v| v)
+            }
+
+            #[allow(unused_mut, unused_variables)]
+            #[inline(always)]
+            fn decode_body_with<U>(
+                d: &mut $crate::decode::Decoder<'a>,
+                wrap: impl FnOnce(Self) -> U,
+            ) -> $crate::decode::Result<U> {
+                // Every field is read into a local and unknown trailing fields are skipped
+                // before the struct is built, so it is built once, straight into its slot.
                 d.fields(|f| {
-                    Ok(Self {
-                        $( $field: composite!(@read f, $sym, $field, $kind $fty $(, $default)?), )*
-                    })
+                    $( let $field = composite!(@read f, $sym, $field, $kind $fty $(, $default)?); )*
+                    f.skip_rest()?;
+                    Ok(wrap(Self { $( $field, )* }))
                 })
             }
         }
 
         impl<'a> $crate::decode::Decode<'a> for $name $(<$lt>)? {
+            #[inline(always)]
             fn decode(d: &mut $crate::decode::Decoder<'a>) -> $crate::decode::Result<Self> {
                 d.expect_descriptor($code, $sym, $sym)?;
                 <Self as $crate::composite::DescribedBody<'a>>::decode_body(d)
@@ -173,13 +189,11 @@ macro_rules! composite {
                     body,
                     count,
                 );
-                let nulls = self.null_fields();
-                let nulls = nulls.as_ref();
                 #[allow(unused_mut)]
                 let mut i = 0usize;
                 $(
                     if i < count {
-                        if nulls.get(i).copied().unwrap_or(true) {
+                        if composite!(@isnull $mode, self.$field, $kind $fty $(, $default)?) {
                             buf.put_u8($crate::codes::NULL);
                         } else {
                             $crate::encode::Encode::encode(&self.$field, buf);
@@ -279,14 +293,16 @@ macro_rules! described_enum {
         }
 
         impl<'a> $crate::composite::DescribedEnum<'a> for $name $($gen)* {
-            fn decode_after(
+            #[inline(always)]
+            fn decode_after_with<U>(
                 descriptor: $crate::decode::DescriptorRef<'_>,
                 d: &mut $crate::decode::Decoder<'a>,
-            ) -> $crate::decode::Result<Self> {
+                wrap: impl FnOnce(Self) -> U,
+            ) -> $crate::decode::Result<U> {
                 use $crate::composite::DescribedBody;
                 $(
                     if descriptor.is(<$ty>::CODE, <$ty>::NAME) {
-                        return <$ty>::decode_body(d).map($name::$variant);
+                        return <$ty>::decode_body_with(d, |v| wrap($name::$variant(v)));
                     }
                 )*
                 Err($crate::DecodeError::UnexpectedDescriptor { expected: $what })
@@ -294,6 +310,7 @@ macro_rules! described_enum {
         }
 
         impl<'a> $crate::decode::Decode<'a> for $name $($gen)* {
+            #[inline(always)]
             fn decode(d: &mut $crate::decode::Decoder<'a>) -> $crate::decode::Result<Self> {
                 let descriptor = d.descriptor()?;
                 <Self as $crate::composite::DescribedEnum<'a>>::decode_after(descriptor, d)
@@ -319,16 +336,33 @@ pub(crate) use described_enum;
 
 /// Decoding of a [`described_enum!`] once its descriptor has been read.
 pub(crate) trait DescribedEnum<'a>: Sized {
+    /// Decodes the variant `descriptor` names and hands it to `wrap` (see
+    /// [`DescribedBody::decode_body_with`]).
+    fn decode_after_with<U>(
+        descriptor: crate::decode::DescriptorRef<'_>,
+        d: &mut crate::decode::Decoder<'a>,
+        wrap: impl FnOnce(Self) -> U,
+    ) -> crate::decode::Result<U>;
+
+    /// Decodes the variant `descriptor` names.
+    #[inline(always)]
     fn decode_after(
         descriptor: crate::decode::DescriptorRef<'_>,
         d: &mut crate::decode::Decoder<'a>,
-    ) -> crate::decode::Result<Self>;
+    ) -> crate::decode::Result<Self> {
+        Self::decode_after_with(descriptor, d, |v| v)
+    }
 }
 
 impl<'a, T: DescribedBody<'a>> DescribedBody<'a> for Box<T> {
     const CODE: u64 = T::CODE;
     const NAME: &'static str = T::NAME;
     fn decode_body(d: &mut Decoder<'a>) -> Result<Self> {
-        T::decode_body(d).map(Box::new)
+        T::decode_body_with(d, Box::new)
+    }
+
+    #[inline(always)]
+    fn decode_body_with<U>(d: &mut Decoder<'a>, wrap: impl FnOnce(Self) -> U) -> Result<U> {
+        T::decode_body_with(d, |v| wrap(Box::new(v)))
     }
 }

@@ -190,7 +190,7 @@ impl<'a> Decoder<'a> {
         self.take(n)
     }
 
-    #[inline]
+    #[inline(always)]
     fn enter(&mut self) -> Result<()> {
         self.depth += 1;
         if self.depth > self.limits.max_depth {
@@ -199,7 +199,7 @@ impl<'a> Decoder<'a> {
         Ok(())
     }
 
-    #[inline]
+    #[inline(always)]
     fn leave(&mut self) {
         self.depth = self.depth.saturating_sub(1);
     }
@@ -214,26 +214,22 @@ impl<'a> Decoder<'a> {
     }
 
     /// Runs `f` over exactly the next `len` bytes, which it must consume completely.
-    ///
-    /// `f`'s result is returned as is (or replaced by an error), never unwrapped and rewrapped:
-    /// that lets the compiler build a decoded composite in the caller's slot instead of
-    /// copying it out through every layer.
-    #[inline(always)]
     fn nested<T>(&mut self, len: usize, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
         let body = self.take(len)?;
-        self.enter()?;
         let rest = std::mem::replace(&mut self.input, body);
-        let mut out = f(self);
+        let out = self.enter().and_then(|()| f(self));
         self.leave();
-        if out.is_ok() && !self.input.is_empty() {
-            out = Err(DecodeError::SizeMismatch);
-        }
+        let leftover = self.input.len();
         self.input = rest;
-        out
+        let out = out?;
+        if leftover != 0 {
+            return Err(DecodeError::SizeMismatch);
+        }
+        Ok(out)
     }
 
     /// Reads a compound header (list, map) after its format code: the body length and count.
-    #[inline]
+    #[inline(always)]
     fn compound_header(&mut self, wide: bool) -> Result<(usize, u32)> {
         let size = self.len(wide)?;
         let count_width = if wide { 4 } else { 1 };
@@ -424,6 +420,14 @@ impl<'a> Decoder<'a> {
         ))
     }
 
+    /// Length of the next value, found by skipping it with a copy of the cursor: O(1) for a
+    /// list or map, whose size field says it.
+    pub(crate) fn next_value_len(&self) -> Result<usize> {
+        let mut probe = Decoder { ..*self };
+        probe.skip_value()?;
+        Ok(self.input.len() - probe.input.len())
+    }
+
     /// Skips one value without building it; only its framing is checked.
     pub fn skip_value(&mut self) -> Result<()> {
         let (depth, max) = (self.depth, self.limits.max_depth);
@@ -475,20 +479,17 @@ impl<'a> Decoder<'a> {
 
     /// Reads a list (any of its three encodings) field by field.
     ///
-    /// `f` reads the fields it knows, then skips the rest with [`Fields::skip_rest`].
+    /// `f` reads the fields it knows, then must call [`Fields::skip_rest`], which skips the
+    /// rest and checks the list's size.
     #[inline(always)]
     pub(crate) fn fields<T>(
         &mut self,
         f: impl FnOnce(&mut Fields<'a, '_>) -> Result<T>,
     ) -> Result<T> {
         let code = self.u8()?;
-        let wide = match code {
-            c::LIST0 => {
-                let mut r = Fields { d: self, left: 0 };
-                return f(&mut r);
-            }
-            c::LIST8 => false,
-            c::LIST32 => true,
+        let (len, count) = match code {
+            c::LIST0 => (0, 0),
+            c::LIST8 | c::LIST32 => self.compound_header(code == c::LIST32)?,
             found => {
                 return Err(DecodeError::UnexpectedType {
                     expected: "list",
@@ -496,8 +497,26 @@ impl<'a> Decoder<'a> {
                 });
             }
         };
-        let (body, count) = self.compound_header(wide)?;
-        self.nested(body, |d| f(&mut Fields { d, left: count }))
+        let body = self.take(len)?;
+        let rest = std::mem::replace(&mut self.input, body);
+        // A list0 has no body to nest into. Depth and input are restored even on a depth
+        // error, as in `nested`.
+        let deeper = code != c::LIST0;
+        let entered = if deeper { self.enter() } else { Ok(()) };
+        // `f`'s result is returned untouched (`Fields::skip_rest` did the checks), so a
+        // composite is built once, in the caller's slot, rather than copied out layer by layer.
+        let out = match entered {
+            Ok(()) => f(&mut Fields {
+                d: self,
+                left: count,
+            }),
+            Err(e) => Err(e),
+        };
+        if deeper {
+            self.leave();
+        }
+        self.input = rest;
+        out
     }
 }
 
@@ -668,14 +687,19 @@ impl<'a> Fields<'a, '_> {
         }
     }
 
-    /// Skips the fields after those `f` knows, which §1.3 allows composite types to grow.
+    /// Skips the fields after those the caller knows (§1.3 lets composite types grow), and
+    /// checks that the list's size covered its fields exactly.
     #[inline(always)]
     pub(crate) fn skip_rest(&mut self) -> Result<()> {
         for _ in 0..self.left {
             self.d.skip_value()?;
         }
         self.left = 0;
-        Ok(())
+        if self.d.input.is_empty() {
+            Ok(())
+        } else {
+            Err(DecodeError::SizeMismatch)
+        }
     }
 
     /// Reads the field just found present.

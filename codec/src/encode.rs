@@ -16,7 +16,9 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::codes as c;
 use crate::decode::SymbolRef;
-use crate::types::{Array, Described, Descriptor, ElemType, Map, Str, Symbol, Timestamp, Uuid, Value};
+use crate::types::{
+    Array, Described, Descriptor, ElemType, Map, Str, Symbol, Timestamp, Uuid, Value,
+};
 
 /// A type that can be written in its AMQP encoding.
 pub trait Encode {
@@ -74,9 +76,8 @@ pub(crate) fn compound_header_len(body: usize, count: usize) -> usize {
 #[inline]
 pub(crate) fn put_compound_header(buf: &mut BytesMut, codes: (u8, u8), body: usize, count: usize) {
     if fits8(body, count) {
-        buf.put_u8(codes.0);
-        buf.put_u8((body + 1) as u8);
-        buf.put_u8(count as u8);
+        // One capacity check for the three bytes, not three.
+        buf.put_slice(&[codes.0, (body + 1) as u8, count as u8]);
     } else {
         buf.put_u8(codes.1);
         buf.put_u32((body + 4) as u32);
@@ -97,60 +98,25 @@ pub(crate) fn descriptor_len(code: u64) -> usize {
 /// Writes `0x00` and a numeric descriptor in its smallest form.
 #[inline]
 pub(crate) fn put_descriptor(buf: &mut BytesMut, code: u64) {
-    buf.put_u8(c::DESCRIBED);
-    put_ulong(buf, code);
+    match code {
+        // Every descriptor the spec defines is a smallulong: one capacity check.
+        1..=255 => buf.put_slice(&[c::DESCRIBED, c::SMALLULONG, code as u8]),
+        _ => {
+            buf.put_u8(c::DESCRIBED);
+            put_ulong(buf, code);
+        }
+    }
 }
 
 #[inline]
 fn put_ulong(buf: &mut BytesMut, v: u64) {
     match v {
         0 => buf.put_u8(c::ULONG0),
-        1..=255 => {
-            buf.put_u8(c::SMALLULONG);
-            buf.put_u8(v as u8);
-        }
+        1..=255 => buf.put_slice(&[c::SMALLULONG, v as u8]),
         _ => {
             buf.put_u8(c::ULONG);
             buf.put_u64(v);
         }
-    }
-}
-
-/// The canonical standalone format code of `v` (described values are handled apart).
-fn value_code(v: &Value) -> u8 {
-    match v {
-        Value::Null | Value::Described(_) => c::NULL,
-        Value::Bool(true) => c::TRUE,
-        Value::Bool(false) => c::FALSE,
-        Value::Ubyte(_) => c::UBYTE,
-        Value::Ushort(_) => c::USHORT,
-        Value::Uint(0) => c::UINT0,
-        Value::Uint(x) if *x <= 255 => c::SMALLUINT,
-        Value::Uint(_) => c::UINT,
-        Value::Ulong(0) => c::ULONG0,
-        Value::Ulong(x) if *x <= 255 => c::SMALLULONG,
-        Value::Ulong(_) => c::ULONG,
-        Value::Byte(_) => c::BYTE,
-        Value::Short(_) => c::SHORT,
-        Value::Int(x) if i8::try_from(*x).is_ok() => c::SMALLINT,
-        Value::Int(_) => c::INT,
-        Value::Long(x) if i8::try_from(*x).is_ok() => c::SMALLLONG,
-        Value::Long(_) => c::LONG,
-        Value::Float(_) => c::FLOAT,
-        Value::Double(_) => c::DOUBLE,
-        Value::Decimal32(_) => c::DECIMAL32,
-        Value::Decimal64(_) => c::DECIMAL64,
-        Value::Decimal128(_) => c::DECIMAL128,
-        Value::Char(_) => c::CHAR,
-        Value::Timestamp(_) => c::TIMESTAMP,
-        Value::Uuid(_) => c::UUID,
-        Value::Binary(b) => pick(b.len() <= 255, c::VBIN8, c::VBIN32),
-        Value::String(s) => pick(s.len() <= 255, c::STR8, c::STR32),
-        Value::Symbol(s) => pick(s.len() <= 255, c::SYM8, c::SYM32),
-        Value::List(items) if items.is_empty() => c::LIST0,
-        Value::List(items) => pick(fits8(list_body_len(items), items.len()), c::LIST8, c::LIST32),
-        Value::Map(m) => pick(fits8(map_body_len(m), m.len() * 2), c::MAP8, c::MAP32),
-        Value::Array(a) => pick(array_fits8(a), c::ARRAY8, c::ARRAY32),
     }
 }
 
@@ -164,7 +130,9 @@ fn list_body_len(items: &[Value]) -> usize {
 }
 
 fn map_body_len(m: &Map) -> usize {
-    m.iter().map(|(k, v)| k.encoded_len() + v.encoded_len()).sum()
+    m.iter()
+        .map(|(k, v)| k.encoded_len() + v.encoded_len())
+        .sum()
 }
 
 /// The shared item constructor of an array: the smallest that fits every item and carries data.
@@ -175,12 +143,28 @@ fn item_code(elem: &ElemType, items: &[Value]) -> u8 {
         ElemType::Bool => c::BOOLEAN,
         ElemType::Ubyte => c::UBYTE,
         ElemType::Ushort => c::USHORT,
-        ElemType::Uint => pick(all(|v| matches!(v, Value::Uint(x) if *x <= 255)), c::SMALLUINT, c::UINT),
-        ElemType::Ulong => pick(all(|v| matches!(v, Value::Ulong(x) if *x <= 255)), c::SMALLULONG, c::ULONG),
+        ElemType::Uint => pick(
+            all(|v| matches!(v, Value::Uint(x) if *x <= 255)),
+            c::SMALLUINT,
+            c::UINT,
+        ),
+        ElemType::Ulong => pick(
+            all(|v| matches!(v, Value::Ulong(x) if *x <= 255)),
+            c::SMALLULONG,
+            c::ULONG,
+        ),
         ElemType::Byte => c::BYTE,
         ElemType::Short => c::SHORT,
-        ElemType::Int => pick(all(|v| matches!(v, Value::Int(x) if i8::try_from(*x).is_ok())), c::SMALLINT, c::INT),
-        ElemType::Long => pick(all(|v| matches!(v, Value::Long(x) if i8::try_from(*x).is_ok())), c::SMALLLONG, c::LONG),
+        ElemType::Int => pick(
+            all(|v| matches!(v, Value::Int(x) if i8::try_from(*x).is_ok())),
+            c::SMALLINT,
+            c::INT,
+        ),
+        ElemType::Long => pick(
+            all(|v| matches!(v, Value::Long(x) if i8::try_from(*x).is_ok())),
+            c::SMALLLONG,
+            c::LONG,
+        ),
         ElemType::Float => c::FLOAT,
         ElemType::Double => c::DOUBLE,
         ElemType::Decimal32 => c::DECIMAL32,
@@ -189,9 +173,21 @@ fn item_code(elem: &ElemType, items: &[Value]) -> u8 {
         ElemType::Char => c::CHAR,
         ElemType::Timestamp => c::TIMESTAMP,
         ElemType::Uuid => c::UUID,
-        ElemType::Binary => pick(all(|v| matches!(v, Value::Binary(b) if b.len() <= 255)), c::VBIN8, c::VBIN32),
-        ElemType::String => pick(all(|v| matches!(v, Value::String(s) if s.len() <= 255)), c::STR8, c::STR32),
-        ElemType::Symbol => pick(all(|v| matches!(v, Value::Symbol(s) if s.len() <= 255)), c::SYM8, c::SYM32),
+        ElemType::Binary => pick(
+            all(|v| matches!(v, Value::Binary(b) if b.len() <= 255)),
+            c::VBIN8,
+            c::VBIN32,
+        ),
+        ElemType::String => pick(
+            all(|v| matches!(v, Value::String(s) if s.len() <= 255)),
+            c::STR8,
+            c::STR32,
+        ),
+        ElemType::Symbol => pick(
+            all(|v| matches!(v, Value::Symbol(s) if s.len() <= 255)),
+            c::SYM8,
+            c::SYM32,
+        ),
         ElemType::List => pick(
             all(|v| matches!(v, Value::List(l) if fits8(list_body_len(l), l.len()))),
             c::LIST8,
@@ -202,7 +198,11 @@ fn item_code(elem: &ElemType, items: &[Value]) -> u8 {
             c::MAP8,
             c::MAP32,
         ),
-        ElemType::Array => pick(all(|v| matches!(v, Value::Array(a) if array_fits8(a))), c::ARRAY8, c::ARRAY32),
+        ElemType::Array => pick(
+            all(|v| matches!(v, Value::Array(a) if array_fits8(a))),
+            c::ARRAY8,
+            c::ARRAY32,
+        ),
         ElemType::Described { inner, .. } => item_code(inner, items),
     }
 }
@@ -247,8 +247,8 @@ fn data_len(code: u8, v: &Value) -> usize {
     }
 }
 
-/// Writes `v`'s data after format code `code`. `code` always comes from [`value_code`] or
-/// [`item_code`] for this very value, so the pairs below are exhaustive in practice.
+/// Writes `v`'s data after format code `code`. `code` always comes from [`item_code`] for
+/// this very value, so the pairs below are exhaustive in practice.
 fn put_data(buf: &mut BytesMut, code: u8, v: &Value) {
     match (code, v) {
         (c::BOOLEAN, Value::Bool(b)) => buf.put_u8(u8::from(*b)),
@@ -331,23 +331,114 @@ fn put_array_data(buf: &mut BytesMut, wide: bool, a: &Array) {
     a.items().iter().for_each(|v| put_data(buf, code, v));
 }
 
+/// Each variant is written by its typed encoder, which picks the canonical constructor itself:
+/// one dispatch per value instead of picking a format code and then matching on it again.
+///
+/// Strings and symbols, most keys and values of the maps that carry properties and
+/// annotations, are tested first with plain branches; the other variants go through one
+/// out-of-line `match`, whose indirect jump predicts badly when value types alternate.
 impl Encode for Value {
+    #[inline]
     fn encoded_len(&self) -> usize {
         match self {
-            Value::Described(d) => d.encoded_len(),
-            v => 1 + data_len(value_code(v), v),
+            Value::String(v) => v.encoded_len(),
+            Value::Symbol(v) => v.encoded_len(),
+            other => other_encoded_len(other),
         }
     }
 
+    #[inline]
     fn encode(&self, buf: &mut BytesMut) {
         match self {
-            Value::Described(d) => d.encode(buf),
-            v => {
-                let code = value_code(v);
-                buf.put_u8(code);
-                put_data(buf, code, v);
-            }
+            Value::String(v) => v.encode(buf),
+            Value::Symbol(v) => v.encode(buf),
+            other => encode_other(other, buf),
         }
+    }
+}
+
+/// [`Value::encoded_len`] for every variant but strings and symbols.
+#[inline(never)]
+fn other_encoded_len(v: &Value) -> usize {
+    match v {
+        Value::Null => 1,
+        Value::Bool(v) => v.encoded_len(),
+        Value::Ubyte(v) => v.encoded_len(),
+        Value::Ushort(v) => v.encoded_len(),
+        Value::Uint(v) => v.encoded_len(),
+        Value::Ulong(v) => v.encoded_len(),
+        Value::Byte(_) => 2,
+        Value::Short(_) => 3,
+        Value::Int(v) => v.encoded_len(),
+        Value::Long(v) => v.encoded_len(),
+        Value::Float(_) | Value::Decimal32(_) | Value::Char(_) => 5,
+        Value::Double(_) | Value::Decimal64(_) => 9,
+        Value::Decimal128(_) => 17,
+        Value::Timestamp(v) => v.encoded_len(),
+        Value::Uuid(v) => v.encoded_len(),
+        Value::Binary(v) => v.encoded_len(),
+        Value::String(v) => v.encoded_len(),
+        Value::Symbol(v) => v.encoded_len(),
+        Value::List(v) => v.encoded_len(),
+        Value::Map(v) => v.encoded_len(),
+        Value::Array(v) => v.encoded_len(),
+        Value::Described(v) => v.encoded_len(),
+    }
+}
+
+/// [`Value::encode`] for every variant but strings and symbols.
+#[inline(never)]
+fn encode_other(v: &Value, buf: &mut BytesMut) {
+    match v {
+        Value::Null => buf.put_u8(c::NULL),
+        Value::Bool(v) => v.encode(buf),
+        Value::Ubyte(v) => v.encode(buf),
+        Value::Ushort(v) => v.encode(buf),
+        Value::Uint(v) => v.encode(buf),
+        Value::Ulong(v) => v.encode(buf),
+        Value::Byte(v) => {
+            buf.put_u8(c::BYTE);
+            buf.put_i8(*v);
+        }
+        Value::Short(v) => {
+            buf.put_u8(c::SHORT);
+            buf.put_i16(*v);
+        }
+        Value::Int(v) => v.encode(buf),
+        Value::Long(v) => v.encode(buf),
+        Value::Float(v) => {
+            buf.put_u8(c::FLOAT);
+            buf.put_u32(v.to_bits());
+        }
+        Value::Double(v) => {
+            buf.put_u8(c::DOUBLE);
+            buf.put_u64(v.to_bits());
+        }
+        Value::Decimal32(v) => {
+            buf.put_u8(c::DECIMAL32);
+            buf.put_slice(&v.0);
+        }
+        Value::Decimal64(v) => {
+            buf.put_u8(c::DECIMAL64);
+            buf.put_slice(&v.0);
+        }
+        Value::Decimal128(v) => {
+            buf.put_u8(c::DECIMAL128);
+            buf.put_slice(&v.0);
+        }
+        Value::Char(v) => {
+            buf.put_u8(c::CHAR);
+            buf.put_u32(u32::from(*v));
+        }
+        Value::Timestamp(v) => v.encode(buf),
+        Value::Uuid(v) => v.encode(buf),
+        Value::Binary(v) => v.encode(buf),
+        Value::String(v) => v.encode(buf),
+        Value::Symbol(v) => v.encode(buf),
+        Value::List(v) => v.encode(buf),
+        Value::Map(v) => v.encode(buf),
+        Value::Array(v) => v.encode(buf),
+        Value::Described(v) => v.encode(buf),
     }
 }
 
@@ -450,10 +541,7 @@ impl Encode for u32 {
     fn encode(&self, buf: &mut BytesMut) {
         match *self {
             0 => buf.put_u8(c::UINT0),
-            v @ 1..=255 => {
-                buf.put_u8(c::SMALLUINT);
-                buf.put_u8(v as u8);
-            }
+            v @ 1..=255 => buf.put_slice(&[c::SMALLUINT, v as u8]),
             v => {
                 buf.put_u8(c::UINT);
                 buf.put_u32(v);
@@ -480,9 +568,15 @@ fn variable_len(len: usize) -> usize {
 
 #[inline]
 fn put_variable_value(buf: &mut BytesMut, codes: (u8, u8), data: &[u8]) {
-    let wide = data.len() > 255;
-    buf.put_u8(pick(wide, codes.1, codes.0));
-    put_variable(buf, wide, data);
+    if data.len() <= 255 {
+        // Reserve once, then write constructor and length together.
+        buf.reserve(2 + data.len());
+        buf.put_slice(&[codes.0, data.len() as u8]);
+        buf.put_slice(data);
+    } else {
+        buf.put_u8(codes.1);
+        put_variable(buf, true, data);
+    }
 }
 
 macro_rules! encode_variable {
@@ -518,7 +612,10 @@ impl Encode for Vec<Symbol> {
             return 1;
         }
         let wide_items = self.iter().any(|s| s.len() > 255);
-        let items: usize = self.iter().map(|s| pick(wide_items, 4usize, 1) + s.len()).sum();
+        let items: usize = self
+            .iter()
+            .map(|s| pick(wide_items, 4usize, 1) + s.len())
+            .sum();
         let content = 1 + 1 + items;
         if content <= 255 && self.len() <= 255 {
             2 + content
@@ -533,7 +630,10 @@ impl Encode for Vec<Symbol> {
             return;
         }
         let wide_items = self.iter().any(|s| s.len() > 255);
-        let items: usize = self.iter().map(|s| pick(wide_items, 4usize, 1) + s.len()).sum();
+        let items: usize = self
+            .iter()
+            .map(|s| pick(wide_items, 4usize, 1) + s.len())
+            .sum();
         let content8 = 1 + 1 + items;
         if content8 <= 255 && self.len() <= 255 {
             buf.put_u8(c::ARRAY8);

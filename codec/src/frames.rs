@@ -20,7 +20,8 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use crate::decode::{Decode, Decoder};
+use crate::composite::{DescribedBody, DescribedEnum};
+use crate::decode::{Decoder, DescriptorRef};
 use crate::encode::Encode;
 use crate::error::{DecodeError, EncodeError, FramingError};
 use crate::limits::DecodeLimits;
@@ -188,16 +189,20 @@ fn check_header(bytes: &[u8], max_frame_size: u32) -> Result<Option<(usize, usiz
 }
 
 /// Splits a complete frame of `size` bytes (header checked) into a [`RawFrame`].
-fn split_frame(frame: Bytes, doff_bytes: usize) -> Result<RawFrame, FramingError> {
-    let header = frame.get(..HEADER_LEN).ok_or(FramingError::SizeTooSmall(0))?;
+fn split_frame(mut frame: Bytes, doff_bytes: usize) -> Result<RawFrame, FramingError> {
+    let header = frame
+        .get(..HEADER_LEN)
+        .ok_or(FramingError::SizeTooSmall(0))?;
     let (ftype, channel) = match *header {
         [_, _, _, _, _, t, c0, c1] => (FrameType::from_byte(t)?, u16::from_be_bytes([c0, c1])),
         _ => return Err(FramingError::SizeTooSmall(0)),
     };
+    // Advancing the handle we own costs no reference count, unlike taking a slice of it.
+    frame.advance(doff_bytes.min(frame.len()));
     Ok(RawFrame {
         frame_type: ftype,
         channel: if ftype == FrameType::Amqp { channel } else { 0 },
-        body: frame.slice(doff_bytes.min(frame.len())..),
+        body: frame,
     })
 }
 
@@ -273,7 +278,37 @@ impl AmqpFrame {
             });
         }
         let mut d = Decoder::with_limits(&raw.body, limits);
-        let performative = Performative::decode(&mut d)?;
+        let descriptor = d.descriptor()?;
+        // Where the performative ends, from its list's size field, settles the payload and
+        // the trailing-bytes check before decoding, so the performative (up to ~200 bytes)
+        // can be built straight into the returned frame instead of being copied into it.
+        let is_transfer = descriptor.is(Transfer::CODE, Transfer::NAME);
+        let end = match d.next_value_len() {
+            Ok(n) if is_transfer || d.position() + n == raw.body.len() => d.position() + n,
+            _ => return Self::decode_refused(raw, descriptor, &mut d),
+        };
+        let payload = if is_transfer {
+            raw.body.slice(end..)
+        } else {
+            Bytes::new()
+        };
+        Performative::decode_after_with(descriptor, &mut d, |p| AmqpFrame {
+            channel: raw.channel,
+            performative: Some(p),
+            payload,
+        })
+    }
+
+    /// Decodes a frame body the fast path in [`AmqpFrame::decode`] refused (trailing bytes
+    /// or a broken performative) step by step, so that it fails with the same error, and in
+    /// the same order of checks, as a plain decode.
+    #[cold]
+    fn decode_refused(
+        raw: &RawFrame,
+        descriptor: DescriptorRef<'_>,
+        d: &mut Decoder<'_>,
+    ) -> Result<Self, DecodeError> {
+        let performative = Performative::decode_after(descriptor, d)?;
         let consumed = d.position();
         if !matches!(performative, Performative::Transfer(_)) {
             d.finish()?;
@@ -299,7 +334,10 @@ pub fn frame_len(body: &impl Encode, payload_len: usize) -> usize {
 }
 
 /// How much transfer payload fits in one frame under `max_frame_size`.
-pub fn max_transfer_payload(transfer: &Transfer, max_frame_size: u32) -> Result<usize, EncodeError> {
+pub fn max_transfer_payload(
+    transfer: &Transfer,
+    max_frame_size: u32,
+) -> Result<usize, EncodeError> {
     let overhead = frame_len(transfer, 0);
     (max_frame_size as usize)
         .checked_sub(overhead)
@@ -345,7 +383,14 @@ pub fn encode_frame(
     payload: &[u8],
     max_frame_size: u32,
 ) -> Result<(), EncodeError> {
-    encode_frame_head(buf, frame_type, channel, body, payload.len(), max_frame_size)?;
+    encode_frame_head(
+        buf,
+        frame_type,
+        channel,
+        body,
+        payload.len(),
+        max_frame_size,
+    )?;
     buf.put_slice(payload);
     Ok(())
 }

@@ -29,6 +29,8 @@ pub mod delivery_state;
 pub mod encode;
 pub mod error;
 pub mod frames;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod limits;
 pub mod messaging;
 pub mod performatives;

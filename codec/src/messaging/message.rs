@@ -13,6 +13,7 @@
 use bytes::{Bytes, BytesMut};
 
 use crate::codes as c;
+use crate::composite::DescribedBody;
 use crate::decode::{ByteCursor, Decode, Decoder, Result, skip_value_in};
 use crate::encode::Encode;
 use crate::error::DecodeError;
@@ -128,8 +129,30 @@ pub struct Message {
 
 impl Message {
     /// Indexes a message held in one buffer.
+    #[inline]
     pub fn decode(bytes: Bytes) -> Result<Self> {
-        Self::from_segments_with(vec![bytes], DecodeLimits::DEFAULT)
+        Self::from_single(bytes, DecodeLimits::DEFAULT)
+    }
+
+    /// Indexes a message held in one buffer: the common case (one transfer frame), which
+    /// needs no segment list and reads the section headers straight from the slice.
+    fn from_single(bytes: Bytes, limits: DecodeLimits) -> Result<Self> {
+        let mut index = SectionIndex::default();
+        scan(
+            &mut SliceCursor {
+                data: &bytes,
+                pos: 0,
+            },
+            limits,
+            &mut index,
+        )?;
+        Ok(Self {
+            len: bytes.len(),
+            head: bytes,
+            tail: Vec::new(),
+            index,
+            limits,
+        })
     }
 
     /// Indexes a message held in several buffers (one per transfer frame).
@@ -139,11 +162,13 @@ impl Message {
 
     /// Indexes a message with explicit decode limits (applied to later section decodes too).
     pub fn from_segments_with(segments: Vec<Bytes>, limits: DecodeLimits) -> Result<Self> {
+        if segments.iter().filter(|s| !s.is_empty()).count() <= 1 {
+            let single = segments.into_iter().find(|s| !s.is_empty());
+            return Self::from_single(single.unwrap_or_default(), limits);
+        }
         let mut segments: Vec<Bytes> = segments.into_iter().filter(|s| !s.is_empty()).collect();
-        let index = {
-            let mut cursor = ChainCursor::new(&segments);
-            scan(&mut cursor, limits)?
-        };
+        let mut index = SectionIndex::default();
+        scan(&mut ChainCursor::new(&segments), limits, &mut index)?;
         let len = segments.iter().map(Bytes::len).sum();
         let routing_end = index.routing_end();
         let first_len = segments.first().map_or(0, Bytes::len);
@@ -230,17 +255,17 @@ impl Message {
     /// The header section, or the defaults when there is none (§3.2.1).
     pub fn header(&self) -> Result<Header> {
         match self.index.header {
-            Some(span) => self.decode_head(span),
+            Some(span) => self.decode_composite(span, |h| h),
             None => Ok(Header::default()),
         }
     }
 
     /// The properties section, borrowed from the message bytes.
     pub fn properties(&self) -> Result<Option<Properties<'_>>> {
-        self.index
-            .properties
-            .map(|span| self.decode_head(span))
-            .transpose()
+        match self.index.properties {
+            Some(span) => self.decode_composite(span, Some),
+            None => Ok(None),
+        }
     }
 
     /// The delivery annotations.
@@ -333,6 +358,28 @@ impl Message {
         Self::from_segments_with(segments, self.limits)
     }
 
+    /// Decodes a composite routing section (header, properties), which
+    /// [`Message::from_segments`] guaranteed lies in `head`, and hands it to `wrap`.
+    ///
+    /// Built in place through `wrap` (see [`DescribedBody::decode_body_with`]). There is no
+    /// trailing-bytes check to get in the way of that, and none is needed: [`scan`] ended the
+    /// span where the list's own size field ends it, which is where decoding the list stops.
+    #[inline(always)]
+    fn decode_composite<'s, T: DescribedBody<'s>, U>(
+        &'s self,
+        span: Span,
+        wrap: impl FnOnce(T) -> U,
+    ) -> Result<U> {
+        let part = self
+            .head
+            .get(span.start..span.end)
+            .ok_or(DecodeError::Truncated)?;
+        let mut d = Decoder::with_limits(&self.head, self.limits);
+        d.seek_to(part);
+        d.expect_descriptor(T::CODE, T::NAME, T::NAME)?;
+        T::decode_body_with(&mut d, wrap)
+    }
+
     /// Decodes a routing section, which [`Message::from_segments`] guaranteed lies in `head`.
     fn decode_head<'s, T: Decode<'s>>(&'s self, span: Span) -> Result<T> {
         let part = self
@@ -368,6 +415,61 @@ fn join_prefix(segments: Vec<Bytes>, upto: usize) -> Vec<Bytes> {
     out
 }
 
+/// A [`ByteCursor`] that also knows where it is: what [`scan`] walks.
+trait ScanCursor: ByteCursor {
+    /// Bytes read so far.
+    fn pos(&self) -> usize;
+    /// Whether everything has been read.
+    fn at_end(&self) -> bool;
+}
+
+/// Reads one contiguous buffer; used only to find section boundaries.
+struct SliceCursor<'s> {
+    data: &'s [u8],
+    pos: usize,
+}
+
+impl ByteCursor for SliceCursor<'_> {
+    #[inline]
+    fn u8(&mut self) -> Result<u8> {
+        let b = *self.data.get(self.pos).ok_or(DecodeError::Truncated)?;
+        self.pos += 1;
+        Ok(b)
+    }
+
+    #[inline]
+    fn skip(&mut self, n: usize) -> Result<()> {
+        if n > self.data.len() - self.pos {
+            return Err(DecodeError::Truncated);
+        }
+        self.pos += n;
+        Ok(())
+    }
+
+    #[inline]
+    fn be_u32(&mut self) -> Result<u32> {
+        let word = self
+            .data
+            .get(self.pos..self.pos + 4)
+            .and_then(|w| <[u8; 4]>::try_from(w).ok())
+            .ok_or(DecodeError::Truncated)?;
+        self.pos += 4;
+        Ok(u32::from_be_bytes(word))
+    }
+}
+
+impl ScanCursor for SliceCursor<'_> {
+    #[inline]
+    fn pos(&self) -> usize {
+        self.pos
+    }
+
+    #[inline]
+    fn at_end(&self) -> bool {
+        self.pos >= self.data.len()
+    }
+}
+
 /// Reads across a chain of segments; used only to find section boundaries.
 struct ChainCursor<'s> {
     segments: &'s [Bytes],
@@ -386,6 +488,12 @@ impl<'s> ChainCursor<'s> {
             pos: 0,
             total: segments.iter().map(Bytes::len).sum(),
         }
+    }
+}
+
+impl ScanCursor for ChainCursor<'_> {
+    fn pos(&self) -> usize {
+        self.pos
     }
 
     fn at_end(&self) -> bool {
@@ -439,19 +547,20 @@ enum Stage {
 }
 
 /// Walks the sections of a message, checking the §3.2 order, without decoding them.
-fn scan(cur: &mut ChainCursor<'_>, limits: DecodeLimits) -> Result<SectionIndex> {
-    let mut index = SectionIndex::default();
+fn scan<C: ScanCursor>(cur: &mut C, limits: DecodeLimits, index: &mut SectionIndex) -> Result<()> {
     let mut last: Option<Stage> = None;
     while !cur.at_end() {
-        let start = cur.pos;
+        let start = cur.pos();
         if cur.u8()? != c::DESCRIBED {
-            return Err(DecodeError::InvalidValue("message section (not a described value)"));
+            return Err(DecodeError::InvalidValue(
+                "message section (not a described value)",
+            ));
         }
         let code = section_code(cur)?;
         skip_value_in(cur, 1, limits.max_depth)?;
         let span = Span {
             start,
-            end: cur.pos,
+            end: cur.pos(),
         };
         let (stage, kind) = match code {
             0x70 => (Stage::Header, None),
@@ -490,11 +599,11 @@ fn scan(cur: &mut ChainCursor<'_>, limits: DecodeLimits) -> Result<SectionIndex>
         };
         *slot = Some(span);
     }
-    Ok(index)
+    Ok(())
 }
 
 /// Reads a section descriptor (numeric or symbolic) and returns its numeric code.
-fn section_code(cur: &mut ChainCursor<'_>) -> Result<u64> {
+fn section_code<C: ByteCursor>(cur: &mut C) -> Result<u64> {
     let name_len = match cur.u8()? {
         c::SMALLULONG => return Ok(u64::from(cur.u8()?)),
         c::ULONG => return cur.be_u64(),

@@ -52,7 +52,9 @@ pub enum MessageId<'a> {
 }
 
 impl<'a> Decode<'a> for MessageId<'a> {
-    #[inline]
+    // Always inlined: returned through memory, the `uuid` variant's byte alignment makes the
+    // caller reload the value with loads that straddle the callee's stores (a forwarding stall).
+    #[inline(always)]
     fn decode(d: &mut Decoder<'a>) -> Result<Self> {
         use crate::codes as c;
         match d.peek_u8()? {

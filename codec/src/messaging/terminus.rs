@@ -196,4 +196,3 @@ described_enum! {
         DeleteOnNoLinksOrMessages(DeleteOnNoLinksOrMessages),
     }
 }
-
