@@ -318,3 +318,44 @@ async fn coordinator_attach_is_refused_with_not_implemented() {
     assert_eq!(error.unwrap().condition, ErrorCondition::NotImplemented);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_message_undeliverable_here_does_not_hold_back_the_messages_behind_it() {
+    let server = start_broker(BrokerConfig::default()).await;
+    let addr = server.addresses[0];
+    let mut c = TestClient::connect(addr).await;
+    let tx = c.sender(Some("skip")).await;
+    c.send_many(tx, 2, |i| text_message(None, ["u", "r"][i]))
+        .await;
+    let rx = c.receiver(src("skip")).await;
+    c.engine.grant_credit(rx, 2, false).unwrap();
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        let Event::Delivery(d) = c.wait_for(|e| matches!(e, Event::Delivery(_))).await else {
+            panic!()
+        };
+        got.push(d);
+    }
+    // The head of the queue may never come back to this link; the one behind it must.
+    let undeliverable = DeliveryState::Modified(Modified {
+        undeliverable_here: Some(true),
+        ..Default::default()
+    });
+    c.engine
+        .settle_incoming(rx, got[0].delivery_id, undeliverable)
+        .unwrap();
+    c.engine
+        .settle_incoming(rx, got[1].delivery_id, DeliveryState::Released(Released {}))
+        .unwrap();
+    c.engine.grant_credit(rx, 2, false).unwrap();
+    let Event::Delivery(d) = c.wait_for(|e| matches!(e, Event::Delivery(_))).await else {
+        panic!()
+    };
+    assert_eq!(body_of(&d.message), "r");
+    c.settle_for(Duration::from_millis(100)).await;
+    assert!(
+        c.deliveries().is_empty(),
+        "u is not offered to this link again"
+    );
+    server.stop().await;
+}

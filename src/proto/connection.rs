@@ -197,6 +197,9 @@ pub struct Connection {
     finished: bool,
 }
 
+/// Encoded output beyond which no more transfers are framed until the owner takes it.
+const OUTPUT_HIGH_WATER: usize = 256 * 1024;
+
 /// How long to wait for the peer's close after we closed with an error.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
@@ -258,6 +261,19 @@ impl Connection {
         if self.finished {
             buf.clear();
         }
+    }
+
+    /// Whether some receiving link got more transfers beyond its credit than the allowance:
+    /// the owner should stop reading until it grants credit again (which resets the count).
+    pub fn over_credit_exceeded(&self) -> bool {
+        let allowance = self.cfg.over_credit_allowance;
+        self.links.values().any(|l| l.over_credit > allowance)
+    }
+
+    /// Counts the peer as heard from. The owner calls this while it deliberately leaves the
+    /// socket unread (backpressure), so its own silence is not taken for a dead peer.
+    pub fn not_listening(&mut self, now: Instant) {
+        self.last_recv = self.last_recv.max(now);
     }
 
     /// Fires whatever timers are due: handshake timeout, dead peer, heartbeat.
@@ -325,6 +341,17 @@ impl Connection {
     /// application has processed it (§2.5.6).
     pub fn take_output(&mut self, now: Instant) -> Bytes {
         self.reopen_windows();
+        if self.out.len() < OUTPUT_HIGH_WATER {
+            let waiting: Vec<u16> = self
+                .sessions
+                .iter()
+                .filter(|(_, s)| !s.pending.is_empty())
+                .map(|(ch, _)| *ch)
+                .collect();
+            for ch in waiting {
+                self.flush_session(ch);
+            }
+        }
         if !self.out.is_empty() {
             self.last_send = now;
         }
@@ -352,6 +379,10 @@ impl Connection {
     /// Whether output is waiting.
     pub fn has_output(&self) -> bool {
         !self.out.is_empty()
+            || self
+                .sessions
+                .values()
+                .any(|s| !s.pending.is_empty() && s.remote_incoming_window > 0)
     }
 
     /// Whether the connection is over (the socket can be closed once output is flushed).
@@ -557,18 +588,6 @@ impl Connection {
 
     /// Reads one frame; returns whether it made progress.
     fn read_frame(&mut self, buf: &mut BytesMut) -> bool {
-        let raw = match self.frames.decode(buf) {
-            Ok(Some(raw)) => raw,
-            Ok(None) => return false,
-            Err(e) => {
-                if self.sasl == SaslPhase::Done || self.cfg.sasl.mechanisms.is_empty() {
-                    self.fail(ProtocolError::connection(e.condition(), e.to_string()));
-                } else {
-                    self.finish(None);
-                }
-                return true;
-            }
-        };
         let in_sasl = matches!(
             self.sasl,
             SaslPhase::AwaitInit
@@ -576,6 +595,21 @@ impl Connection {
                 | SaslPhase::AwaitMechanisms
                 | SaslPhase::AwaitOutcome
         );
+        let raw = match self.frames.decode(buf) {
+            Ok(Some(raw)) => raw,
+            Ok(None) => return false,
+            Err(e) => {
+                // In the AMQP layer (after SASL, or a client that skipped SASL where the plain
+                // header is allowed) a framing error is answered with close; during the SASL
+                // exchange there is no AMQP close to send.
+                if in_sasl {
+                    self.finish(None);
+                } else {
+                    self.fail(ProtocolError::connection(e.condition(), e.to_string()));
+                }
+                return true;
+            }
+        };
         match (raw.frame_type, in_sasl) {
             (FrameType::Sasl, true) => self.handle_sasl(&raw),
             (FrameType::Amqp, false) => {
@@ -1624,7 +1658,9 @@ impl Connection {
         let Some(s) = self.sessions.get_mut(&channel) else {
             return;
         };
-        while s.remote_incoming_window > 0 {
+        // Frame only what the socket can take soon: pending transfers hold shared message
+        // bytes, the output buffer holds copies. The owner's next `take_output` continues.
+        while s.remote_incoming_window > 0 && self.out.len() < OUTPUT_HIGH_WATER {
             let Some(p) = s.pending.front_mut() else {
                 break;
             };
@@ -1739,8 +1775,12 @@ impl Connection {
             if l.link_credit > 0 {
                 l.link_credit -= 1;
             } else {
+                // Some clients (pyamqp) assume credit they were never granted. Up to the
+                // allowance that is tolerated; past it the owner stops reading the socket
+                // (see `over_credit_exceeded`), which bounds the excess by one read. Twice the
+                // allowance means the owner is not throttling: a hard error.
                 l.over_credit += 1;
-                if l.over_credit > over_allowance {
+                if l.over_credit > over_allowance.saturating_mul(2) {
                     return Err(ProtocolError::link(
                         link,
                         ErrorCondition::TransferLimitExceeded,

@@ -11,6 +11,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use ferry_codec::DecodeLimits;
 use ferry_codec::definitions::{ErrorCondition, ReceiverSettleMode, Role, SequenceNo};
 use ferry_codec::delivery_state::{Accepted, DeliveryState, Modified};
 use ferry_codec::frames::{FrameDecoder, FrameType, ProtocolHeader, encode_frame};
@@ -19,7 +20,6 @@ use ferry_codec::messaging::{
 };
 use ferry_codec::performatives::{Performative, Transfer};
 use ferry_codec::types::{Str, Symbol};
-use ferry_codec::{DecodeLimits, Encode};
 
 use super::*;
 
@@ -754,35 +754,56 @@ fn every_performative_the_server_writes_has_all_fields() {
 }
 
 #[test]
-fn over_credit_transfers_are_tolerated_up_to_the_allowance() {
+fn over_credit_transfers_are_tolerated_then_throttled_then_refused() {
     let mut server = server_cfg();
     server.over_credit_allowance = 3;
     let mut p = Pair::new(client_cfg(), server);
-    let (session, _c_link, _s_link) = p.client_link(Role::Sender, "q10");
-    // No credit granted at all: send 5 transfers by hand (pyamqp assumes 10000 credit).
-    let mut raw = BytesMut::new();
-    for i in 0..5u32 {
-        let t = Transfer {
-            handle: 0,
-            delivery_id: Some(SequenceNo(i)),
-            delivery_tag: ferry_codec::definitions::DeliveryTag::new(Bytes::from_static(b"t")),
-            settled: Some(true),
-            ..Default::default()
-        };
-        encode_frame(
-            &mut raw,
-            FrameType::Amqp,
-            session.0,
-            &Performative::Transfer(t),
-            &message(b"z").to_contiguous(),
-            u32::MAX,
-        )
-        .unwrap();
-    }
-    p.server.handle_input(&mut raw, p.now);
+    let (session, _c_link, s_link) = p.client_link(Role::Sender, "q10");
+    // No credit granted at all: transfers by hand, as pyamqp does with its assumed credit.
+    let transfers = |from: u32, n: u32| {
+        let mut raw = BytesMut::new();
+        for i in from..from + n {
+            let t = Transfer {
+                handle: 0,
+                delivery_id: Some(SequenceNo(i)),
+                delivery_tag: ferry_codec::definitions::DeliveryTag::new(Bytes::from_static(b"t")),
+                settled: Some(true),
+                ..Default::default()
+            };
+            encode_frame(
+                &mut raw,
+                FrameType::Amqp,
+                session.0,
+                &Performative::Transfer(t),
+                &message(b"z").to_contiguous(),
+                u32::MAX,
+            )
+            .unwrap();
+        }
+        raw
+    };
+    p.server.handle_input(&mut transfers(0, 3), p.now);
     p.collect();
-    let events = p.take_server_events();
-    assert_eq!(deliveries(&events).len(), 3);
+    assert_eq!(deliveries(&p.take_server_events()).len(), 3);
+    assert!(!p.server.over_credit_exceeded(), "within the allowance");
+    p.server.handle_input(&mut transfers(3, 2), p.now);
+    p.collect();
+    assert_eq!(
+        deliveries(&p.take_server_events()).len(),
+        2,
+        "accepted, not an error"
+    );
+    assert!(
+        p.server.over_credit_exceeded(),
+        "the owner should stop reading"
+    );
+    // Granting credit resets the count.
+    p.server.grant_credit(s_link, 10, false).unwrap();
+    assert!(!p.server.over_credit_exceeded());
+    // A peer that goes past twice the allowance regardless gets transfer-limit-exceeded.
+    let _ = p.server.take_output(p.now);
+    p.server.handle_input(&mut transfers(5, 10 + 7), p.now);
+    p.collect();
     let out = p.server.take_output(p.now);
     let Some(Performative::Detach(d)) =
         find_performative(&out, |p| matches!(p, Performative::Detach(_)))
@@ -793,5 +814,4 @@ fn over_credit_transfers_are_tolerated_up_to_the_allowance() {
         d.error.unwrap().condition,
         ErrorCondition::TransferLimitExceeded
     );
-    let _ = Encode::encoded_len(&d.handle);
 }

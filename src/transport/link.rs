@@ -20,8 +20,9 @@ use crate::proto::{AttachReply, Connection, ConnectionConfig, Event, IncomingDel
 struct Producer {
     /// `None`: anonymous relay, routed by each message's `to`.
     queue: Option<Arc<Queue>>,
-    /// Running average message size, to turn the byte cap into a credit.
-    avg_size: usize,
+    /// Running average message size, to turn the byte cap into a credit; `None` until the
+    /// first message, when credit stays at `INITIAL_CREDIT`.
+    avg_size: Option<usize>,
     /// Whether this link created its (dynamic) queue.
     creator: bool,
 }
@@ -31,6 +32,10 @@ struct Producer {
 struct Consumer {
     queue: Arc<Queue>,
     creator: bool,
+    /// A drain in progress: (the peer's credit when the queue was asked, the capped credit
+    /// the queue was given). The queue only sees up to the per-link cap, so running out of
+    /// that is not the end of a drain while the peer's credit and messages remain.
+    drain_round: Option<(u32, u32)>,
 }
 
 /// The links of one connection.
@@ -49,6 +54,9 @@ pub(super) struct Links {
     starved: HashSet<LinkId>,
     max_message_size: u64,
 }
+
+/// Credit granted to a new producer link before its message size is known.
+const INITIAL_CREDIT: u32 = 16;
 
 /// Credit a producer is topped up to, and the level below which it is topped up.
 fn refill_threshold(cap: u32) -> u32 {
@@ -90,10 +98,11 @@ impl Links {
                 credit,
                 drain,
             } => {
-                if let Some(c) = self.consumers.get(&link) {
-                    let cap = self.broker.config().link_credit.max(1);
-                    c.queue
-                        .set_credit(self.consumer_id(link), credit.min(cap), drain);
+                let id = self.consumer_id(link);
+                let cap = self.broker.config().link_credit.max(1);
+                if let Some(c) = self.consumers.get_mut(&link) {
+                    c.drain_round = drain.then_some((credit, credit.min(cap)));
+                    c.queue.set_credit(id, credit.min(cap), drain);
                 }
             }
             Event::Delivery(d) => self.on_delivery(engine, *d),
@@ -169,7 +178,7 @@ impl Links {
                     other => (None, false, other.or_else(|| Some(Target::default()))),
                 };
                 if let Some(q) = &queue {
-                    q.add_producer();
+                    q.add_producer(self.consumer_id(link), self.tx.clone());
                 }
                 let max = queue
                     .as_ref()
@@ -187,7 +196,7 @@ impl Links {
                         link,
                         Producer {
                             queue,
-                            avg_size: 1024,
+                            avg_size: None,
                             creator,
                         },
                     );
@@ -246,7 +255,14 @@ impl Links {
                         presettled,
                         attach.max_message_size.filter(|m| *m > 0),
                     );
-                    self.consumers.insert(link, Consumer { queue, creator });
+                    self.consumers.insert(
+                        link,
+                        Consumer {
+                            queue,
+                            creator,
+                            drain_round: None,
+                        },
+                    );
                 }
             }
         }
@@ -258,17 +274,25 @@ impl Links {
             return;
         };
         let cfg = self.broker.config();
-        let cap = cfg
-            .link_credit
-            .min(u32::try_from(cfg.link_credit_bytes / p.avg_size.max(1)).unwrap_or(u32::MAX))
+        // Until the first message shows how big they are, assume the byte cap is shared by
+        // `INITIAL_CREDIT` messages: a conservative start that never overshoots the budget.
+        let avg = p
+            .avg_size
+            .unwrap_or(cfg.link_credit_bytes / INITIAL_CREDIT as usize)
             .max(1);
+        let by_bytes = u32::try_from(cfg.link_credit_bytes / avg).unwrap_or(u32::MAX);
+        let cap = match p.avg_size {
+            Some(_) => cfg.link_credit.min(by_bytes),
+            None => cfg.link_credit.min(INITIAL_CREDIT),
+        }
+        .max(1);
         let current = engine.credit(link).unwrap_or(0);
         if current > refill_threshold(cap) {
             return;
         }
         let room = match &p.queue {
-            Some(q) => q.room(p.avg_size),
-            None => self.broker.memory().available() / p.avg_size.max(1),
+            Some(q) => q.room(avg),
+            None => self.broker.memory().available() / avg,
         };
         let grant = u32::try_from(room).unwrap_or(u32::MAX).min(cap);
         if grant == 0 {
@@ -287,7 +311,7 @@ impl Links {
             return;
         };
         let size = d.message.len();
-        p.avg_size = (p.avg_size * 7 + size) / 8;
+        p.avg_size = Some(p.avg_size.map_or(size, |avg| (avg * 7 + size) / 8));
         let queue = match &p.queue {
             Some(q) => Ok(Arc::clone(q)),
             None => {
@@ -332,7 +356,7 @@ impl Links {
         if let Some(p) = self.producers.remove(&link) {
             self.starved.remove(&link);
             if let Some(q) = p.queue {
-                q.remove_producer(now);
+                q.remove_producer(self.consumer_id(link), now);
                 self.broker.check_lifetime(&q, p.creator);
             }
         }
@@ -378,6 +402,21 @@ impl Links {
                 self.touched.insert(link);
             }
             Outbound::Drained { link } => {
+                // §2.6.7: a drain sends everything available first. If the queue used up the
+                // capped credit it was given (rather than running out of messages) and the
+                // peer's credit is not used up, go another round before answering.
+                let id = self.consumer_id(link);
+                let cap = self.broker.config().link_credit.max(1);
+                let credit = engine.credit(link).unwrap_or(0);
+                if let Some(c) = self.consumers.get_mut(&link)
+                    && let Some((granted, offered)) = c.drain_round.take()
+                    && credit > 0
+                    && granted.saturating_sub(credit) >= offered
+                {
+                    c.drain_round = Some((credit, credit.min(cap)));
+                    c.queue.set_credit(id, credit.min(cap), true);
+                    return;
+                }
                 let _ = engine.drained(link);
             }
             Outbound::Detach { link, error } => {
@@ -397,12 +436,25 @@ impl Links {
                     .set_credit(self.consumer_id(link), credit.min(cap), false);
             }
         }
-        if !self.starved.is_empty() && !self.broker.memory().exhausted() {
+        if !self.starved.is_empty() {
             let starved: Vec<LinkId> = self.starved.iter().copied().collect();
             for link in starved {
                 self.refill(engine, link);
             }
         }
+    }
+
+    /// Whether this connection only produces. Such a connection stops being read while the
+    /// memory budget is exhausted; one that also consumes keeps being read, because its
+    /// settlements are what frees memory (credit alone holds its producers back).
+    pub(super) fn only_produces(&self) -> bool {
+        !self.producers.is_empty() && self.consumers.is_empty()
+    }
+
+    /// Whether some producer waits for room: the task then wakes periodically to retry, since
+    /// room in a queue (unlike in the memory budget) is not signalled.
+    pub(super) fn has_starved(&self) -> bool {
+        !self.starved.is_empty()
     }
 
     /// The connection is gone: every link is released.

@@ -48,6 +48,9 @@ pub struct ConnectionContext {
 /// is ever full the queue takes the message back and the credit is topped up next turn.
 const OUTBOUND_CAPACITY: usize = 8192;
 
+/// How often a producer starved for queue room is offered credit again.
+const STARVED_RETRY: Duration = Duration::from_millis(50);
+
 /// Most bytes read from the socket per turn, so one busy peer cannot starve the task's other
 /// work (outbound deliveries, timers).
 const READ_CHUNK: usize = 64 * 1024;
@@ -107,8 +110,12 @@ where
             break;
         }
 
-        let paused = memory.exhausted();
-        let deadline = engine.poll_timeout().map(Instant::from_std);
+        let paused = (memory.exhausted() && links.only_produces()) || engine.over_credit_exceeded();
+        let mut deadline = engine.poll_timeout().map(Instant::from_std);
+        if links.has_starved() {
+            let retry = Instant::now() + STARVED_RETRY;
+            deadline = Some(deadline.map_or(retry, |d| d.min(retry)));
+        }
         let sleep = tokio::time::sleep_until(
             deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600)),
         );
@@ -155,8 +162,13 @@ where
                     read_buf.reserve(READ_CHUNK);
                 }
             }
-            _ = memory.wait_room(), if paused => {}
-            _ = &mut sleep => engine.handle_timeout(now()),
+            _ = memory.wait_room(), if paused => engine.not_listening(now()),
+            _ = &mut sleep => {
+                if paused {
+                    engine.not_listening(now());
+                }
+                engine.handle_timeout(now());
+            }
         }
     }
     // Whatever the engine still reports (links gone) returns unsettled messages to queues.

@@ -106,8 +106,13 @@ impl TestClient {
         c
     }
 
-    /// Writes pending output, then reads for at most `wait`.
+    /// Writes pending output, then reads for at most `wait`. Fires the engine's timers first,
+    /// so the client heartbeats like a real one.
     pub async fn pump(&mut self, wait: Duration) {
+        let now = std::time::Instant::now();
+        if self.engine.poll_timeout().is_some_and(|t| t <= now) {
+            self.engine.handle_timeout(now);
+        }
         let out = self.engine.take_output(std::time::Instant::now());
         if !out.is_empty() {
             self.stream.write_all(&out).await.unwrap();

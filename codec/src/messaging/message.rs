@@ -215,6 +215,53 @@ impl Message {
             .chain(self.tail.iter())
     }
 
+    /// The same message with its small pieces moved into memory of their own.
+    ///
+    /// Segments are slices of the buffers frames were read into, and a slice keeps its whole
+    /// buffer alive. A message stored for long (in a queue) could thus hold far more memory
+    /// than its size: a 100-byte message can pin a 64 KiB read buffer. Copying the whole
+    /// message when it is at most `small` bytes, and otherwise each run of segments shorter
+    /// than `small`, bounds that overhead; large segments stay shared. The bytes and section
+    /// offsets are unchanged.
+    pub fn compacted(&self, small: usize) -> Message {
+        if self.len <= small {
+            return Message {
+                head: if self.tail.is_empty() {
+                    Bytes::copy_from_slice(&self.head)
+                } else {
+                    self.to_contiguous()
+                },
+                tail: Vec::new(),
+                len: self.len,
+                index: self.index,
+                limits: self.limits,
+            };
+        }
+        let mut out: Vec<Bytes> = Vec::with_capacity(self.tail.len() + 1);
+        let mut run = BytesMut::new();
+        for seg in self.segments() {
+            if seg.len() < small {
+                run.extend_from_slice(seg);
+                continue;
+            }
+            if !run.is_empty() {
+                out.push(run.split().freeze());
+            }
+            out.push(seg.clone());
+        }
+        if !run.is_empty() {
+            out.push(run.freeze());
+        }
+        let mut segments = out.into_iter();
+        Message {
+            head: segments.next().unwrap_or_default(),
+            tail: segments.collect(),
+            len: self.len,
+            index: self.index,
+            limits: self.limits,
+        }
+    }
+
     /// The whole message as one buffer: free for a single segment, a copy otherwise.
     pub fn to_contiguous(&self) -> Bytes {
         if self.tail.is_empty() {
