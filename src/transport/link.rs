@@ -101,6 +101,9 @@ impl Links {
                 let id = self.consumer_id(link);
                 let cap = self.broker.config().link_credit.max(1);
                 if let Some(c) = self.consumers.get_mut(&link) {
+                    // §2.6.7 available: what the queue holds, reported in our flows.
+                    let ready = c.queue.stats().ready;
+                    engine.set_available(link, u32::try_from(ready).unwrap_or(u32::MAX));
                     c.drain_round = drain.then_some((credit, credit.min(cap)));
                     c.queue.set_credit(id, credit.min(cap), drain);
                 }
