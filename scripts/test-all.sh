@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as README.md documents it. Installs what it needs, then runs:
 # formatting, lints, every workspace test (codec vectors and fuzz corpora included), docs,
-# and builds the benchmarks and the fuzz targets so neither can rot.
+# the real-client conformance suite (conformance/run.sh), and builds the benchmarks and the
+# fuzz targets so neither can rot.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +25,9 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 
 step "benchmarks build"
 cargo bench --workspace --no-run --quiet
+
+step "conformance: real Proton and rhea clients against the release broker"
+bash conformance/run.sh
 
 step "fuzz targets build"
 if ! cargo fuzz --version >/dev/null 2>&1; then
