@@ -1715,18 +1715,7 @@ impl Connection {
         if s.unsettled_out.remove(&delivery_id.0).is_none() {
             return Ok(());
         }
-        self.write_frame(
-            channel,
-            &Performative::Disposition(Disposition {
-                role: Role::Sender,
-                first: delivery_id,
-                last: None,
-                settled: true,
-                state,
-                batchable: false,
-            }),
-            &[],
-        );
+        self.write_disposition(channel, Role::Sender, delivery_id, true, state);
         Ok(())
     }
 
@@ -1901,6 +1890,26 @@ impl Connection {
         Ok(())
     }
 
+    /// Writes a disposition for one delivery.
+    fn write_disposition(
+        &mut self,
+        channel: u16,
+        role: Role,
+        id: SequenceNo,
+        settled: bool,
+        state: Option<DeliveryState>,
+    ) {
+        let d = Disposition {
+            role,
+            first: id,
+            last: None,
+            settled,
+            state,
+            batchable: false,
+        };
+        self.write_frame(channel, &Performative::Disposition(d), &[]);
+    }
+
     /// Receiving link: settles an incoming delivery with its outcome.
     pub fn settle_incoming(
         &mut self,
@@ -1916,18 +1925,7 @@ impl Connection {
         if s.unsettled_in.remove(&delivery_id.0).is_none() {
             return Ok(()); // already settled (pre-settled, aborted, or twice)
         }
-        self.write_frame(
-            channel,
-            &Performative::Disposition(Disposition {
-                role: Role::Receiver,
-                first: delivery_id,
-                last: None,
-                settled: true,
-                state: Some(state),
-                batchable: false,
-            }),
-            &[],
-        );
+        self.write_disposition(channel, Role::Receiver, delivery_id, true, Some(state));
         Ok(())
     }
 
@@ -1947,18 +1945,7 @@ impl Connection {
         if !s.unsettled_in.contains_key(&delivery_id.0) {
             return Ok(());
         }
-        self.write_frame(
-            channel,
-            &Performative::Disposition(Disposition {
-                role: Role::Receiver,
-                first: delivery_id,
-                last: None,
-                settled: false,
-                state: Some(state),
-                batchable: false,
-            }),
-            &[],
-        );
+        self.write_disposition(channel, Role::Receiver, delivery_id, false, Some(state));
         Ok(())
     }
 
@@ -1995,17 +1982,12 @@ impl Connection {
                     });
                 }
                 for id in echo {
-                    self.write_frame(
+                    self.write_disposition(
                         channel,
-                        &Performative::Disposition(Disposition {
-                            role: Role::Sender,
-                            first: SequenceNo(id),
-                            last: None,
-                            settled: true,
-                            state: d.state.clone(),
-                            batchable: false,
-                        }),
-                        &[],
+                        Role::Sender,
+                        SequenceNo(id),
+                        true,
+                        d.state.clone(),
                     );
                 }
             }
