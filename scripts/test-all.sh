@@ -36,5 +36,6 @@ fi
 # cargo-fuzz needs nightly-only sanitizer flags; the machine has one stable toolchain, which
 # accepts them with RUSTC_BOOTSTRAP.
 (cd codec && RUSTC_BOOTSTRAP=1 cargo fuzz build --sanitizer none --release)
+(cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz build --sanitizer none --release)
 
 step "all checks passed"

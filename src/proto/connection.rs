@@ -366,7 +366,8 @@ impl Connection {
         let window = self.cfg.session_window;
         let mut flows = Vec::new();
         for (ch, s) in self.sessions.iter_mut() {
-            if s.state == SessionState::Mapped && s.incoming_window < window / 2 {
+            // Half rounded up, so that a window of 1 reopens once used.
+            if s.state == SessionState::Mapped && s.incoming_window < window.div_ceil(2) {
                 s.incoming_window = window;
                 flows.push((*ch, Self::session_flow(s)));
             }
@@ -480,8 +481,11 @@ impl Connection {
     fn client_header(&mut self, h: ProtocolHeader) {
         match (h.id, h.is_v1_0(), self.sasl, self.state) {
             (ProtocolId::SASL, true, SaslPhase::AwaitMechanisms, _) => self.expect_header = false,
-            (ProtocolId::AMQP, true, _, ConnectionState::OpenPipe) => {
-                self.state = ConnectionState::OpenSent;
+            // Also after an early close (open and close pipelined): the server still answers.
+            (ProtocolId::AMQP, true, _, ConnectionState::OpenPipe | ConnectionState::CloseSent) => {
+                if self.state == ConnectionState::OpenPipe {
+                    self.state = ConnectionState::OpenSent;
+                }
                 self.expect_header = false;
                 self.frames.set_max_frame_size(self.cfg.max_frame_size);
             }
@@ -643,6 +647,13 @@ impl Connection {
             }
             return Ok(());
         }
+        // After our close, only the peer's close matters (§2.4.3): an open or a begin answer
+        // still in flight is no error.
+        if self.state == ConnectionState::CloseSent
+            && !matches!(performative, Performative::Close(_))
+        {
+            return Ok(());
+        }
         match performative {
             Performative::Open(open) => self.on_open(open),
             Performative::Close(close) => {
@@ -678,7 +689,18 @@ impl Connection {
         })
     }
 
+    /// Whether our close is out (or the connection is over): no frame may follow it (§2.4.3).
+    fn close_written(&self) -> bool {
+        matches!(
+            self.state,
+            ConnectionState::CloseSent | ConnectionState::Discarding | ConnectionState::End
+        )
+    }
+
     fn write_frame(&mut self, channel: u16, p: &Performative, payload: &[u8]) {
+        if self.close_written() {
+            return;
+        }
         // Our own performatives always fit: max-frame-size is at least 512 and the only large
         // ones (attach with big terminus maps) are bounded by what the peer sent us.
         if frames::encode_frame(
@@ -912,20 +934,26 @@ impl Connection {
                 format!("channel {remote} already has a session"),
             ));
         }
+        let mut announce = true;
         let local = match begin.remote_channel {
-            // The answer to a begin of ours.
+            // The answer to a begin of ours. If we ended the session before it came, it only
+            // maps the channel until the peer's end arrives.
             Some(local) => {
                 let s = self
                     .sessions
                     .get_mut(&local)
-                    .filter(|s| s.state == SessionState::BeginSent)
+                    .filter(|s| s.remote_channel.is_none())
                     .ok_or_else(|| {
                         ProtocolError::connection(
                             ErrorCondition::IllegalState,
                             format!("begin answers unknown channel {local}"),
                         )
                     })?;
-                s.state = SessionState::Mapped;
+                if s.state == SessionState::BeginSent {
+                    s.state = SessionState::Mapped;
+                } else {
+                    announce = false;
+                }
                 local
             }
             None => {
@@ -950,7 +978,9 @@ impl Connection {
             s.remote_handle_max = begin.handle_max;
             s.next_incoming_id = begin.next_outgoing_id;
         }
-        self.events.push_back(Event::SessionBegun(SessionId(local)));
+        if announce {
+            self.events.push_back(Event::SessionBegun(SessionId(local)));
+        }
         Ok(())
     }
 
@@ -974,7 +1004,9 @@ impl Connection {
         if self.finished || !self.is_amqp_open() && self.state != ConnectionState::OpenPipe {
             return Err(UsageError::Closed);
         }
-        let max = self.cfg.channel_max;
+        // The peer's channel-max too; before its open arrives that is 0, so only one session
+        // can be pipelined.
+        let max = self.cfg.channel_max.min(self.remote_channel_max);
         let local = (0..=max)
             .find(|ch| !self.sessions.contains_key(ch))
             .ok_or(UsageError::Exhausted)?;
@@ -1122,18 +1154,31 @@ impl Connection {
                 format!("handle {handle} is in use"),
             ));
         }
-        // Our answer to an attach of ours: same name, opposite role, and waiting.
+        // Our answer to an attach of ours: same name, opposite role, and waiting (or detached
+        // by us before the answer came: then it only maps the handle for the peer's detach).
         let ours = self
             .links
             .values()
             .find(|l| {
                 l.channel == channel
-                    && l.state == LinkState::AttachSent
                     && l.name == attach.name
                     && l.role != attach.role
+                    && (l.state == LinkState::AttachSent
+                        || l.state == LinkState::DetachSent && l.remote_handle.is_none())
             })
             .map(|l| l.id);
         if let Some(id) = ours {
+            if self
+                .links
+                .get(&id)
+                .is_some_and(|l| l.state == LinkState::DetachSent)
+            {
+                if let Some(l) = self.links.get_mut(&id) {
+                    l.remote_handle = Some(handle);
+                }
+                self.session_mut(channel)?.remote_handles.insert(handle, id);
+                return Ok(());
+            }
             if let Some(l) = self.links.get_mut(&id) {
                 l.remote_handle = Some(handle);
                 l.state = LinkState::Attached;
@@ -1241,7 +1286,8 @@ impl Connection {
             return Err(UsageError::NotAttached);
         }
         l.state = LinkState::Attached;
-        if let Some(m) = reply.max_message_size {
+        // 0 means no limit (§2.7.3), as it does from the peer: the connection's own applies.
+        if let Some(m) = reply.max_message_size.filter(|m| *m > 0) {
             l.local_max_message_size = m;
         }
         let max = Some(l.local_max_message_size);
@@ -1286,6 +1332,9 @@ impl Connection {
 
     /// Client: attaches a link on `session`.
     pub fn attach(&mut self, session: SessionId, spec: LinkSpec) -> Result<LinkId, UsageError> {
+        if self.close_written() {
+            return Err(UsageError::Closed);
+        }
         if self.links.len() >= self.cfg.max_links {
             return Err(UsageError::Exhausted);
         }
@@ -1310,7 +1359,11 @@ impl Connection {
             snd_settle_mode: spec.snd_settle_mode,
             rcv_settle_mode: spec.rcv_settle_mode,
             remote_max_message_size: None,
-            local_max_message_size: spec.max_message_size.unwrap_or(self.cfg.max_message_size),
+            // 0 means no limit (§2.7.3): the connection's own applies.
+            local_max_message_size: spec
+                .max_message_size
+                .filter(|m| *m > 0)
+                .unwrap_or(self.cfg.max_message_size),
             delivery_count: SequenceNo(0),
             link_credit: 0,
             over_credit: 0,
@@ -1340,10 +1393,12 @@ impl Connection {
         closed: bool,
         error: Option<Error>,
     ) -> Result<(), UsageError> {
-        let l = self.links.get_mut(&link).ok_or(UsageError::NoSuchLink)?;
+        let l = self.links.get(&link).ok_or(UsageError::NoSuchLink)?;
         if l.state == LinkState::DetachSent {
             return Ok(());
         }
+        self.attach_before_detach(link);
+        let l = self.links.get_mut(&link).ok_or(UsageError::NoSuchLink)?;
         l.state = LinkState::DetachSent;
         let (channel, handle) = (l.channel, l.local_handle);
         self.write_frame(
@@ -1357,6 +1412,28 @@ impl Connection {
         );
         self.forget_deliveries(link, channel);
         Ok(())
+    }
+
+    /// A link the peer attached and the application never answered gets our attach (with a
+    /// null terminus, as a refusal) before any detach: §2.6.3 pairs every detach with an attach.
+    fn attach_before_detach(&mut self, link: LinkId) {
+        let Some(l) = self
+            .links
+            .get(&link)
+            .filter(|l| l.state == LinkState::AttachRcvd)
+        else {
+            return;
+        };
+        let attach = self.attach_frame(
+            l,
+            None,
+            None,
+            Some(l.local_max_message_size),
+            None,
+            Vec::new(),
+        );
+        let channel = l.channel;
+        self.write_frame(channel, &Performative::Attach(Box::new(attach)), &[]);
     }
 
     fn fail_link(&mut self, link: LinkId, e: ProtocolError) {
@@ -1379,6 +1456,7 @@ impl Connection {
             .is_some_and(|l| l.state == LinkState::DetachSent);
         if !ours_sent && let Some(l) = self.links.get(&id) {
             let (ch, handle) = (l.channel, l.local_handle);
+            self.attach_before_detach(id);
             self.write_frame(
                 ch,
                 &Performative::Detach(Detach {
@@ -1404,7 +1482,7 @@ impl Connection {
     /// Forgets a link's unsettled and pending deliveries (they get no more dispositions).
     fn forget_deliveries(&mut self, link: LinkId, channel: u16) {
         if let Some(s) = self.sessions.get_mut(&channel) {
-            s.unsettled_out.retain(|_, l| *l != link);
+            s.unsettled_out.retain(|_, (l, _)| *l != link);
             s.unsettled_in.retain(|_, l| *l != link);
             s.pending.retain(|p| p.link != link);
         }
@@ -1418,7 +1496,7 @@ impl Connection {
                 s.remote_handles.remove(&h);
             }
             s.local_handles.remove(&l.local_handle);
-            s.unsettled_out.retain(|_, id| *id != link);
+            s.unsettled_out.retain(|_, (id, _)| *id != link);
             s.unsettled_in.retain(|_, id| *id != link);
             s.pending.retain(|p| p.link != link);
         }
@@ -1458,8 +1536,19 @@ impl Connection {
         };
         let mut flow = Self::session_flow(s);
         flow.handle = Some(l.local_handle);
-        flow.delivery_count = Some(l.delivery_count);
-        flow.link_credit = Some(l.link_credit);
+        // A sender's count covers deliveries still queued for window, which the receiver has
+        // not seen and will count when they come: a flow that overtakes them reports the count
+        // (and credit) as of the transfers written so far.
+        let queued = if l.role == Role::Sender {
+            s.pending
+                .iter()
+                .filter(|p| p.link == link && p.offset == 0)
+                .count() as u32
+        } else {
+            0
+        };
+        flow.delivery_count = Some(SequenceNo(l.delivery_count.0.wrapping_sub(queued)));
+        flow.link_credit = Some(l.link_credit.saturating_add(queued));
         flow.available = (l.role == Role::Sender).then_some(l.available);
         flow.drain = l.drain;
         let channel = l.channel;
@@ -1546,13 +1635,21 @@ impl Connection {
         let Some(l) = self.links.get_mut(&link) else {
             return Ok(());
         };
+        if l.state == LinkState::DetachSent {
+            // In flight before our detach arrived; the handle is ours no more, so no echo.
+            self.flush_session(channel);
+            return Ok(());
+        }
         let mut echo = f.echo;
         match l.role {
             Role::Sender => {
                 // §2.6.7: credit = delivery-count(rcv) + link-credit(rcv) - delivery-count(snd).
                 let credit = match (f.delivery_count, f.link_credit) {
+                    // Never negative: transfers in flight may have used the credit up (the
+                    // receiver's delivery-count is behind ours), or more than it.
                     (Some(dc), Some(lc)) => {
-                        dc.wrapping_add(lc).distance_from(l.delivery_count).min(lc)
+                        let credit = dc.wrapping_add(lc).distance_from(l.delivery_count);
+                        if credit <= lc { credit } else { 0 }
                     }
                     (None, Some(lc)) => lc,
                     (_, None) => l.link_credit,
@@ -1568,10 +1665,12 @@ impl Connection {
             Role::Receiver => {
                 if let Some(dc) = f.delivery_count {
                     // The sender's count moves ahead of ours only by transfers (or its own
-                    // drain); our credit shrinks by the difference.
+                    // drain); our credit shrinks by the difference. It is the sender's count
+                    // even when that is more than our credit now (we lowered the credit while
+                    // its drain was in flight): keeping ours would leave the two disagreeing.
                     let advanced = dc.distance_from(l.delivery_count);
-                    if advanced <= l.link_credit {
-                        l.link_credit -= advanced;
+                    if advanced < 1 << 31 {
+                        l.link_credit = l.link_credit.saturating_sub(advanced);
                         l.delivery_count = dc;
                     }
                 }
@@ -1593,8 +1692,10 @@ impl Connection {
 
     // ----- sending -------------------------------------------------------------------------
 
-    /// Sending link: sends `message` as one delivery, using one credit. Returns the
-    /// delivery-id the peer's dispositions will name. `tag` defaults to a fresh 16-byte tag.
+    /// Sending link: sends `message` as one delivery, using one credit. Returns the number
+    /// [`Event::Disposition`] and `settle_outgoing` name it by: its delivery-id, unless
+    /// deliveries queued before it were dropped unsent (see `next_wire_delivery_id`). `tag`
+    /// defaults to a fresh 16-byte tag.
     pub fn send(
         &mut self,
         link: LinkId,
@@ -1636,9 +1737,6 @@ impl Connection {
             .ok_or(UsageError::NoSuchSession)?;
         let delivery_id = s.next_delivery_id;
         s.next_delivery_id = delivery_id.next();
-        if !settled {
-            s.unsettled_out.insert(delivery_id.0, link);
-        }
         s.pending.push_back(PendingTransfer {
             link,
             handle,
@@ -1655,6 +1753,9 @@ impl Connection {
     /// Writes pending transfer frames while the peer's incoming window allows (§2.5.6).
     fn flush_session(&mut self, channel: u16) {
         let max_frame = self.remote_max_frame_size;
+        if self.close_written() {
+            return;
+        }
         let Some(s) = self.sessions.get_mut(&channel) else {
             return;
         };
@@ -1665,9 +1766,16 @@ impl Connection {
                 break;
             };
             let first = p.offset == 0;
+            let wire_id = s.next_wire_delivery_id;
+            if first {
+                s.next_wire_delivery_id = wire_id.next();
+                if !p.settled {
+                    s.unsettled_out.insert(wire_id.0, (p.link, p.delivery_id));
+                }
+            }
             let mut t = Transfer {
                 handle: p.handle,
-                delivery_id: first.then_some(p.delivery_id),
+                delivery_id: first.then_some(wire_id),
                 delivery_tag: first.then(|| p.tag.clone()),
                 message_format: first.then_some(0),
                 settled: Some(p.settled),
@@ -1712,10 +1820,26 @@ impl Connection {
             .sessions
             .get_mut(&channel)
             .ok_or(UsageError::NoSuchSession)?;
-        if s.unsettled_out.remove(&delivery_id.0).is_none() {
+        // Not framed yet: the peer has not heard of the delivery, so no disposition may name
+        // it; it goes out settled instead.
+        if let Some(p) = s
+            .pending
+            .iter_mut()
+            .find(|p| p.link == link && p.delivery_id == delivery_id && p.offset == 0)
+        {
+            p.settled = true;
             return Ok(());
         }
-        self.write_disposition(channel, Role::Sender, delivery_id, true, state);
+        let Some(wire_id) = s
+            .unsettled_out
+            .iter()
+            .find(|(_, v)| **v == (link, delivery_id))
+            .map(|(id, _)| *id)
+        else {
+            return Ok(());
+        };
+        s.unsettled_out.remove(&wire_id);
+        self.write_disposition(channel, Role::Sender, SequenceNo(wire_id), true, state);
         Ok(())
     }
 
@@ -1959,7 +2083,7 @@ impl Connection {
             Role::Receiver => {
                 let ids = Session::ids_in_range(&s.unsettled_out, d.first, last);
                 let mut echo = Vec::new();
-                for (id, link) in ids {
+                for (id, (link, number)) in ids {
                     let second = self
                         .links
                         .get(&link)
@@ -1976,7 +2100,7 @@ impl Connection {
                     }
                     self.events.push_back(Event::Disposition {
                         link,
-                        delivery_id: SequenceNo(id),
+                        delivery_id: number,
                         state: d.state.clone(),
                         settled,
                     });

@@ -22,6 +22,8 @@
 mod connection;
 mod error;
 mod events;
+#[doc(hidden)]
+pub mod fuzzing;
 mod link;
 mod session;
 

@@ -34,6 +34,7 @@ pub(crate) enum SessionState {
 pub(crate) struct PendingTransfer {
     pub(crate) link: LinkId,
     pub(crate) handle: u32,
+    /// The number `send` returned (the wire delivery-id is given at the first frame).
     pub(crate) delivery_id: SequenceNo,
     pub(crate) tag: DeliveryTag,
     pub(crate) settled: bool,
@@ -59,16 +60,22 @@ pub(crate) struct Session {
     pub(crate) remote_outgoing_window: u32,
     /// The highest handle the peer accepts.
     pub(crate) remote_handle_max: u32,
-    /// Our next outgoing delivery-id (one per delivery, never per frame).
+    /// Our next outgoing delivery number, as `send` returns it (one per delivery).
     pub(crate) next_delivery_id: SequenceNo,
+    /// Our next delivery-id on the wire, given when a delivery's first frame is written: a
+    /// delivery dropped before that (its link detached) leaves no gap, as peers require
+    /// consecutive ids (Proton ends the session on a "sequencing error"). It equals the
+    /// number `send` returned until such a drop.
+    pub(crate) next_wire_delivery_id: SequenceNo,
     /// The delivery-id the peer should use next (gaps are tolerated; order is not checked).
     pub(crate) expected_delivery_id: Option<SequenceNo>,
     /// Links by the peer's handle.
     pub(crate) remote_handles: HashMap<u32, LinkId>,
     /// Links by our handle.
     pub(crate) local_handles: BTreeMap<u32, LinkId>,
-    /// Our unsettled outgoing deliveries: delivery-id to link.
-    pub(crate) unsettled_out: BTreeMap<u32, LinkId>,
+    /// Our unsettled outgoing deliveries on the wire: delivery-id to link and the number
+    /// `send` returned.
+    pub(crate) unsettled_out: BTreeMap<u32, (LinkId, SequenceNo)>,
     /// Incoming deliveries we have not settled: delivery-id to link.
     pub(crate) unsettled_in: BTreeMap<u32, LinkId>,
     /// Deliveries framed but not yet written for lack of window, in order.
@@ -85,8 +92,10 @@ impl Session {
             next_outgoing_id: SequenceNo(0),
             remote_incoming_window: 0,
             remote_outgoing_window: 0,
-            remote_handle_max: u32::MAX,
+            // Unknown until the peer's begin: until then only handle 0 is safe to use.
+            remote_handle_max: 0,
             next_delivery_id: SequenceNo(0),
+            next_wire_delivery_id: SequenceNo(0),
             expected_delivery_id: None,
             remote_handles: HashMap::new(),
             local_handles: BTreeMap::new(),
@@ -109,11 +118,11 @@ impl Session {
     }
 
     /// Delivery-ids in `first..=last` (serial arithmetic) present in `map`.
-    pub(crate) fn ids_in_range(
-        map: &BTreeMap<u32, LinkId>,
+    pub(crate) fn ids_in_range<V: Copy>(
+        map: &BTreeMap<u32, V>,
         first: SequenceNo,
         last: SequenceNo,
-    ) -> Vec<(u32, LinkId)> {
+    ) -> Vec<(u32, V)> {
         let span = last.distance_from(first);
         if span > 0x7fff_ffff {
             // `last` before `first`: an empty range.
