@@ -2041,16 +2041,7 @@ impl Connection {
         delivery_id: SequenceNo,
         state: DeliveryState,
     ) -> Result<(), UsageError> {
-        let channel = self.links.get(&link).ok_or(UsageError::NoSuchLink)?.channel;
-        let s = self
-            .sessions
-            .get_mut(&channel)
-            .ok_or(UsageError::NoSuchSession)?;
-        if s.unsettled_in.remove(&delivery_id.0).is_none() {
-            return Ok(()); // already settled (pre-settled, aborted, or twice)
-        }
-        self.write_disposition(channel, Role::Receiver, delivery_id, true, Some(state));
-        Ok(())
+        self.dispose_incoming(link, delivery_id, state, true)
     }
 
     /// Receiving link: reports a delivery's outcome without settling it, as a client under
@@ -2061,15 +2052,31 @@ impl Connection {
         delivery_id: SequenceNo,
         state: DeliveryState,
     ) -> Result<(), UsageError> {
+        self.dispose_incoming(link, delivery_id, state, false)
+    }
+
+    /// Writes our disposition for an unsettled incoming delivery; settling forgets it. A
+    /// delivery already settled (pre-settled, aborted, or settled twice) is ignored.
+    fn dispose_incoming(
+        &mut self,
+        link: LinkId,
+        delivery_id: SequenceNo,
+        state: DeliveryState,
+        settle: bool,
+    ) -> Result<(), UsageError> {
         let channel = self.links.get(&link).ok_or(UsageError::NoSuchLink)?.channel;
         let s = self
             .sessions
-            .get(&channel)
+            .get_mut(&channel)
             .ok_or(UsageError::NoSuchSession)?;
-        if !s.unsettled_in.contains_key(&delivery_id.0) {
-            return Ok(());
+        let known = if settle {
+            s.unsettled_in.remove(&delivery_id.0).is_some()
+        } else {
+            s.unsettled_in.contains_key(&delivery_id.0)
+        };
+        if known {
+            self.write_disposition(channel, Role::Receiver, delivery_id, settle, Some(state));
         }
-        self.write_disposition(channel, Role::Receiver, delivery_id, false, Some(state));
         Ok(())
     }
 

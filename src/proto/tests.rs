@@ -419,8 +419,26 @@ fn transfer_beyond_the_window_ends_the_session() {
     p.server.grant_credit(s_link, 100, false).unwrap();
     p.drive();
     // Hand-written transfers that ignore the window.
+    let mut raw = raw_transfers(session, 0, 3);
+    p.server.handle_input(&mut raw, p.now);
+    p.collect();
+    let out = p.server.take_output(p.now);
+    let end = find_performative(&out, |p| matches!(p, Performative::End(_)));
+    let Some(Performative::End(end)) = end else {
+        panic!("no end")
+    };
+    assert_eq!(
+        end.error.unwrap().condition,
+        ErrorCondition::WindowViolation
+    );
+    assert!(!p.server.is_finished(), "only the session ends");
+}
+
+/// `n` pre-settled single-frame transfers on handle 0, written by hand so that they can ignore
+/// windows and credit.
+fn raw_transfers(session: SessionId, from: u32, n: u32) -> BytesMut {
     let mut raw = BytesMut::new();
-    for i in 0..3u32 {
+    for i in from..from + n {
         let t = Transfer {
             handle: 0,
             delivery_id: Some(SequenceNo(i)),
@@ -438,18 +456,7 @@ fn transfer_beyond_the_window_ends_the_session() {
         )
         .unwrap();
     }
-    p.server.handle_input(&mut raw, p.now);
-    p.collect();
-    let out = p.server.take_output(p.now);
-    let end = find_performative(&out, |p| matches!(p, Performative::End(_)));
-    let Some(Performative::End(end)) = end else {
-        panic!("no end")
-    };
-    assert_eq!(
-        end.error.unwrap().condition,
-        ErrorCondition::WindowViolation
-    );
-    assert!(!p.server.is_finished(), "only the session ends");
+    raw
 }
 
 fn find_performative(bytes: &[u8], f: impl Fn(&Performative) -> bool) -> Option<Performative> {
@@ -760,28 +767,7 @@ fn over_credit_transfers_are_tolerated_then_throttled_then_refused() {
     let mut p = Pair::new(client_cfg(), server);
     let (session, _c_link, s_link) = p.client_link(Role::Sender, "q10");
     // No credit granted at all: transfers by hand, as pyamqp does with its assumed credit.
-    let transfers = |from: u32, n: u32| {
-        let mut raw = BytesMut::new();
-        for i in from..from + n {
-            let t = Transfer {
-                handle: 0,
-                delivery_id: Some(SequenceNo(i)),
-                delivery_tag: ferry_codec::definitions::DeliveryTag::new(Bytes::from_static(b"t")),
-                settled: Some(true),
-                ..Default::default()
-            };
-            encode_frame(
-                &mut raw,
-                FrameType::Amqp,
-                session.0,
-                &Performative::Transfer(t),
-                &message(b"z").to_contiguous(),
-                u32::MAX,
-            )
-            .unwrap();
-        }
-        raw
-    };
+    let transfers = |from: u32, n: u32| raw_transfers(session, from, n);
     p.server.handle_input(&mut transfers(0, 3), p.now);
     p.collect();
     assert_eq!(deliveries(&p.take_server_events()).len(), 3);
