@@ -477,6 +477,11 @@ async fn must_06_attach_reply_echoes_fills_dynamic_and_comes_first() {
 
 // ----- MUST 7 --------------------------------------------------------------------------------
 
+/// Whether a disposition names delivery-id `id` (its `first`..=`last` range).
+fn covers(d: &Disposition, id: u32) -> bool {
+    d.first.0 <= id && id <= d.last.unwrap_or(d.first).0
+}
+
 #[tokio::test]
 async fn must_07_credit_flow_right_after_sender_attach() {
     let server = common::start_broker(BrokerConfig::default()).await;
@@ -506,9 +511,12 @@ async fn must_07_credit_flow_right_after_sender_attach() {
         p.push_transfer(0, 0, &message(None, &format!("m{i}")), false);
     }
     p.flush().await;
-    for i in 0..credit.min(20) {
-        let d: Disposition = p.wait_for(|d: &Disposition| d.first.0 == i).await;
+    // Dispositions may settle ranges: count the ids they cover.
+    let mut settled = 0;
+    while settled < credit.min(20) {
+        let d: Disposition = p.wait_for(|d: &Disposition| covers(d, settled)).await;
         assert!(d.settled && accepted(d.state.as_ref().unwrap()));
+        settled = d.last.unwrap_or(d.first).0 + 1;
     }
 
     // pyamqp-style: attach and transfer pipelined before any flow (self-assumed credit).
@@ -518,7 +526,7 @@ async fn must_07_credit_flow_right_after_sender_attach() {
     );
     let id = p.push_transfer(0, 1, &message(None, "eager"), false);
     p.flush().await;
-    let d: Disposition = p.wait_for(|d: &Disposition| d.first.0 == id).await;
+    let d: Disposition = p.wait_for(|d: &Disposition| covers(d, id)).await;
     assert!(d.settled && accepted(d.state.as_ref().unwrap()), "{d:?}");
 
     // Every link flow the broker sent carries both fields.
@@ -556,7 +564,7 @@ async fn must_08_rcv_settle_first_and_settled_dispositions() {
         let id = p
             .transfer(0, handle, &message(None, "settle me"), false)
             .await;
-        let d: Disposition = p.wait_for(|d: &Disposition| d.first.0 == id).await;
+        let d: Disposition = p.wait_for(|d: &Disposition| covers(d, id)).await;
         assert_eq!(d.role, Role::Receiver);
         assert!(d.settled, "{d:?}");
         assert!(matches!(d.state, Some(DeliveryState::Accepted(_))), "{d:?}");
@@ -618,9 +626,7 @@ async fn must_09_rcv_settle_second_echoes_settled_outcome() {
     for (d, outcome) in deliveries.iter().zip(outcomes) {
         p.disposition(0, d.delivery_id, false, Some(outcome.clone()))
             .await;
-        let echo: Disposition = p
-            .wait_for(|e: &Disposition| e.first.0 == d.delivery_id)
-            .await;
+        let echo: Disposition = p.wait_for(|e: &Disposition| covers(e, d.delivery_id)).await;
         assert_eq!(echo.role, Role::Sender);
         assert!(echo.settled, "{echo:?}");
         assert_eq!(echo.last.map_or(echo.first, |l| l), echo.first);
@@ -1054,11 +1060,11 @@ async fn must_13_bare_message_relayed_byte_exact() {
     // 2. many small frames, so that every section straddles frames.
     let (id, frames) = p.transfer_split(0, 0, &whole, false, 64).await;
     assert!(frames > 10);
-    let d: Disposition = p.wait_for(|d: &Disposition| d.first.0 == id).await;
+    let d: Disposition = p.wait_for(|d: &Disposition| covers(d, id)).await;
     assert!(accepted(d.state.as_ref().unwrap()));
     // 3. through the anonymous relay, which must read `to` from the list32 properties.
     let (id, _) = p.transfer_split(0, 1, &whole, false, 100).await;
-    let d: Disposition = p.wait_for(|d: &Disposition| d.first.0 == id).await;
+    let d: Disposition = p.wait_for(|d: &Disposition| covers(d, id)).await;
     assert!(accepted(d.state.as_ref().unwrap()), "{d:?}");
 
     let rx = p.attach(0, receiver_attach("must13-rx", 2, "q13")).await;
@@ -1233,7 +1239,7 @@ async fn must_15_max_frame_size_per_listener_and_multi_frame_transfers() {
     for _ in 0..3 {
         let (id, frames) = tx.transfer_split(0, 0, &payload, false, 4096).await;
         assert!(frames >= 25, "{frames} frames");
-        let d: Disposition = tx.wait_for(|d: &Disposition| d.first.0 == id).await;
+        let d: Disposition = tx.wait_for(|d: &Disposition| covers(d, id)).await;
         assert!(d.settled && accepted(d.state.as_ref().unwrap()), "{d:?}");
     }
 

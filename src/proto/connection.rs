@@ -195,6 +195,9 @@ pub struct Connection {
     next_link_id: u64,
     /// The connection is over: nothing more is read, and `Closed` has been reported.
     finished: bool,
+    /// A disposition not yet encoded, widened while consecutive deliveries get the same
+    /// verdict: one frame then settles a whole batch (§2.7.6 `first`..`last`).
+    held_disposition: Option<(u16, Disposition)>,
 }
 
 /// Encoded output beyond which no more transfers are framed until the owner takes it.
@@ -226,6 +229,7 @@ impl Connection {
             links: HashMap::new(),
             next_link_id: 1,
             finished: false,
+            held_disposition: None,
             cfg,
         };
         if conn.cfg.role == EndpointRole::Client {
@@ -340,6 +344,7 @@ impl Connection {
     /// incoming windows reopen: a window bounds what one read can deliver before the
     /// application has processed it (§2.5.6).
     pub fn take_output(&mut self, now: Instant) -> Bytes {
+        self.release_disposition();
         self.reopen_windows();
         if self.out.len() < OUTPUT_HIGH_WATER {
             let waiting: Vec<u16> = self
@@ -380,6 +385,7 @@ impl Connection {
     /// Whether output is waiting.
     pub fn has_output(&self) -> bool {
         !self.out.is_empty()
+            || self.held_disposition.is_some()
             || self
                 .sessions
                 .values()
@@ -698,6 +704,13 @@ impl Connection {
     }
 
     fn write_frame(&mut self, channel: u16, p: &Performative, payload: &[u8]) {
+        self.release_disposition();
+        self.encode_now(channel, p, payload);
+    }
+
+    /// Encodes a frame at once; callers have released any held disposition first so frames
+    /// keep their order.
+    fn encode_now(&mut self, channel: u16, p: &Performative, payload: &[u8]) {
         if self.close_written() {
             return;
         }
@@ -1752,6 +1765,7 @@ impl Connection {
 
     /// Writes pending transfer frames while the peer's incoming window allows (§2.5.6).
     fn flush_session(&mut self, channel: u16) {
+        self.release_disposition();
         let max_frame = self.remote_max_frame_size;
         if self.close_written() {
             return;
@@ -2014,7 +2028,9 @@ impl Connection {
         Ok(())
     }
 
-    /// Writes a disposition for one delivery.
+    /// Writes a disposition for one delivery. It is held back while the next ones extend it
+    /// (same session, role, settled flag and state, consecutive ids), and is encoded before
+    /// any other frame or when the owner takes the output.
     fn write_disposition(
         &mut self,
         channel: u16,
@@ -2023,6 +2039,19 @@ impl Connection {
         settled: bool,
         state: Option<DeliveryState>,
     ) {
+        if let Some((ch, held)) = &mut self.held_disposition {
+            let last = held.last.unwrap_or(held.first);
+            if *ch == channel
+                && held.role == role
+                && held.settled == settled
+                && last.next() == id
+                && held.state == state
+            {
+                held.last = Some(id);
+                return;
+            }
+        }
+        self.release_disposition();
         let d = Disposition {
             role,
             first: id,
@@ -2031,7 +2060,14 @@ impl Connection {
             state,
             batchable: false,
         };
-        self.write_frame(channel, &Performative::Disposition(d), &[]);
+        self.held_disposition = Some((channel, d));
+    }
+
+    /// Encodes the held disposition, if any.
+    fn release_disposition(&mut self) {
+        if let Some((channel, d)) = self.held_disposition.take() {
+            self.encode_now(channel, &Performative::Disposition(d), &[]);
+        }
     }
 
     /// Receiving link: settles an incoming delivery with its outcome.

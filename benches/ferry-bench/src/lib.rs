@@ -1,0 +1,16 @@
+//! `ferry-bench`: a load generator for any AMQP 1.0 broker, and `ferry-bench compare`, which
+//! runs a scenario matrix against Ferry and its peers in one invocation.
+//!
+//! # Layout
+//! - `wire`: the stamped benchmark message and one client connection (Ferry's engine, client
+//!   role, over TCP).
+//! - `scenario`: producers, consumers and what is measured.
+//! - `procstat`: a broker's CPU and memory from `/proc`.
+//! - `null`: the null acceptor, which bounds what this tool itself can measure.
+//! - `compare`: the peer matrix, its Markdown table and SVG chart.
+
+pub mod compare;
+pub mod null;
+pub mod procstat;
+pub mod scenario;
+pub mod wire;

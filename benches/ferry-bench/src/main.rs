@@ -1,0 +1,176 @@
+//! `ferry-bench`'s command line; see the library's docs for the layout.
+
+use ferry_bench::{compare, null, scenario, wire};
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use ferry_bench::scenario::Scenario;
+use ferry_bench::wire::Target;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ferry-bench",
+    version,
+    about = "Load generator for AMQP 1.0 brokers"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs one scenario against one broker.
+    Run(RunArgs),
+    /// Serves the null acceptor (accepts everything, feeds every receiver).
+    Null {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:5699")]
+        listen: SocketAddr,
+        /// Body size of the messages fed to receivers.
+        #[arg(long, default_value_t = 1024)]
+        size: usize,
+    },
+    /// Runs the scenario matrix against Ferry and its peers; writes target/bench-report/.
+    Compare(compare::CompareArgs),
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// Broker URL: amqp://[user:pass@]127.0.0.1:PORT (loopback only).
+    #[arg(long, default_value = "amqp://127.0.0.1:5672")]
+    url: String,
+    /// Queue address; with several queues, `{}` is replaced by the queue number (otherwise
+    /// `-N` is appended).
+    #[arg(long, default_value = "bench")]
+    address: String,
+    #[command(flatten)]
+    load: LoadArgs,
+    /// Broker process to measure (CPU per message, peak RSS).
+    #[arg(long)]
+    broker_pid: Option<u32>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The shape of the load, shared by `run` and `compare`.
+#[derive(Debug, Clone, Args)]
+pub struct LoadArgs {
+    /// Producer connections.
+    #[arg(long, short = 'p', default_value_t = 1)]
+    producers: usize,
+    /// Consumer connections.
+    #[arg(long, short = 'c', default_value_t = 1)]
+    consumers: usize,
+    /// Queues (producer and consumer i use queue i mod K).
+    #[arg(long, short = 'q', default_value_t = 1)]
+    queues: usize,
+    /// Body size in bytes (at least 16: the stamp).
+    #[arg(long, short = 's', default_value_t = 1024)]
+    size: usize,
+    /// Messages in all; 0 runs for --duration-secs.
+    #[arg(long, short = 'n', default_value_t = 100_000)]
+    count: u64,
+    /// Upper bound on the run, in seconds (the length of a --count 0 run).
+    #[arg(long, default_value_t = 30)]
+    duration_secs: u64,
+    /// Send pre-settled (at-most-once).
+    #[arg(long)]
+    presettled: bool,
+    /// Set header.durable.
+    #[arg(long)]
+    durable: bool,
+    /// Credit each consumer keeps granted.
+    #[arg(long, default_value_t = 1000)]
+    credit: u32,
+    /// Unsettled messages each producer keeps in flight.
+    #[arg(long, default_value_t = 1000)]
+    window: u32,
+    /// Total messages per second (0: as fast as possible); latency is then measured from each
+    /// message's scheduled send time.
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+    /// Worker threads for the client.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+}
+
+impl LoadArgs {
+    fn scenario(&self, address: &str) -> Scenario {
+        Scenario {
+            producers: self.producers,
+            consumers: self.consumers,
+            queues: self.queues.max(1),
+            address: address.to_string(),
+            size: self.size.max(wire::STAMP_LEN),
+            count: self.count,
+            duration: Duration::from_secs(self.duration_secs.clamp(1, 3600)),
+            presettled: self.presettled,
+            durable: self.durable,
+            credit: self.credit,
+            window: self.window,
+            rate: self.rate,
+        }
+    }
+}
+
+fn runtime(threads: usize) -> tokio::runtime::Runtime {
+    let built = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+    };
+    built.unwrap_or_else(|e| {
+        eprintln!("ferry-bench: cannot start the runtime: {e}");
+        std::process::exit(2)
+    })
+}
+
+fn main() {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(args) => {
+            let target = Target::parse(&args.url).unwrap_or_else(|e| {
+                eprintln!("ferry-bench: {e}");
+                std::process::exit(2)
+            });
+            let s = args.load.scenario(&args.address);
+            let report =
+                runtime(args.load.threads).block_on(scenario::run(&target, &s, args.broker_pid));
+            if args.json {
+                let doc = serde_json::json!({ "scenario": s, "report": report });
+                println!("{doc}");
+            } else {
+                print!("{}", scenario::table(&s, &report));
+            }
+            if report.error.is_some() {
+                std::process::exit(1);
+            }
+        }
+        Command::Null { listen, size } => {
+            let rt = runtime(1);
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            rt.block_on(async move {
+                let server = tokio::spawn(null::serve(listen, size, tx));
+                if let Ok(addr) = rx.await {
+                    println!("null acceptor listening on {addr}");
+                }
+                match server.await {
+                    Ok(Err(e)) => eprintln!("ferry-bench null: {e}"),
+                    Err(e) => eprintln!("ferry-bench null: {e}"),
+                    Ok(Ok(())) => {}
+                }
+            });
+        }
+        Command::Compare(args) => std::process::exit(compare::main(args)),
+    }
+}
