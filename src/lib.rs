@@ -7,6 +7,7 @@
 //! - [`auth`]: argon2 password hashes and SASL PLAIN, checked against the configured users.
 //! - [`transport`]: one tokio task per connection, driving an engine over a socket.
 //! - [`broker`]: queues, address resolution, node lifetimes, the memory budget.
+//! - [`idhash`]: a fast hasher for maps keyed by Ferry's own ids.
 //! - [`server`]: listeners, connection limits, housekeeping, graceful shutdown.
 //!
 //! The transport, broker core and store are built on top of it (see `ARCHITECTURE.md`).
@@ -15,6 +16,7 @@ pub mod auth;
 pub mod broker;
 pub mod cli;
 pub mod config;
+pub mod idhash;
 pub mod proto;
 pub mod server;
 pub mod transport;

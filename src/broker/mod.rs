@@ -16,7 +16,7 @@ use ferry_codec::definitions::ErrorCondition;
 
 pub use memory::Memory;
 pub use queue::{
-    ConsumerId, Lifetime, Outbound, Queue, QueueKind, QueueLimits, QueueStats, Settlement,
+    ConsumerId, Delivery, Lifetime, Outbound, Queue, QueueKind, QueueLimits, QueueStats, Settlement,
 };
 
 /// Addresses of dynamic nodes start with this; attaching to a missing one never creates it.

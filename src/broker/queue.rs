@@ -6,7 +6,9 @@
 //! peer's disposition comes back as [`Queue::settle`]. Because the queue never sends more
 //! than the credit the connection reported, the channel cannot overflow.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use crate::idhash::IdMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -36,19 +38,9 @@ pub struct ConsumerId {
 /// What a queue asks a connection task to do.
 #[derive(Debug)]
 pub enum Outbound {
-    /// Send this message on `link`; settle it at the queue with `entry` when the peer does.
-    Deliver {
-        /// The consumer link.
-        link: LinkId,
-        /// The queue it came from.
-        queue: Arc<Queue>,
-        /// The queue's id for it.
-        entry: u64,
-        /// The message (shared bytes; never copied).
-        message: Message,
-        /// Sent pre-settled: the queue has already forgotten it.
-        settled: bool,
-    },
+    /// Send a message to a consumer. Boxed so the channel's slots stay small: a channel
+    /// allocates its slots in blocks, and idle connections should not pay for large ones.
+    Deliver(Box<Delivery>),
     /// The drain the peer asked for is complete: nothing more is available for `link`.
     Drained {
         /// The consumer link.
@@ -61,6 +53,21 @@ pub enum Outbound {
         /// Why.
         error: Error,
     },
+}
+
+/// A message on its way from a queue to a consumer link.
+#[derive(Debug)]
+pub struct Delivery {
+    /// The consumer link.
+    pub link: LinkId,
+    /// The queue it came from.
+    pub queue: Arc<Queue>,
+    /// The queue's id for it: settle it at the queue with this when the peer does.
+    pub entry: u64,
+    /// The message (shared bytes; never copied).
+    pub message: Message,
+    /// Sent pre-settled: the queue has already forgotten it.
+    pub settled: bool,
 }
 
 /// How a queue treats messages whose consumer settled them (§3.4).
@@ -154,7 +161,7 @@ impl Consumer {
 #[derive(Debug, Default)]
 struct State {
     ready: VecDeque<Entry>,
-    unacked: HashMap<u64, (Entry, ConsumerId)>,
+    unacked: IdMap<u64, (Entry, ConsumerId)>,
     consumers: Vec<Consumer>,
     rr: usize,
     bytes: usize,
@@ -542,13 +549,13 @@ impl Queue {
             } else {
                 s.unacked.insert(entry_id, (entry, id));
             }
-            let sent = tx.try_send(Outbound::Deliver {
+            let sent = tx.try_send(Outbound::Deliver(Box::new(Delivery {
                 link: id.link,
                 queue,
                 entry: entry_id,
                 message,
                 settled: presettled,
-            });
+            })));
             if sent.is_err() {
                 // The connection is gone or behind: take the message back, stop offering.
                 if let Some((e, _)) = s.unacked.remove(&entry_id) {

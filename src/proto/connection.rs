@@ -36,6 +36,7 @@ use ferry_codec::performatives::{
 use ferry_codec::sasl::{SaslCode, SaslFrameBody, SaslInit, SaslMechanisms, SaslOutcome};
 use ferry_codec::types::{Str, Symbol};
 
+use crate::idhash::IdMap;
 use crate::proto::error::{ProtocolError, Scope, UsageError};
 use crate::proto::events::{Event, IncomingDelivery};
 use crate::proto::link::{AttachReply, Link, LinkSpec, LinkState, Partial};
@@ -189,9 +190,9 @@ pub struct Connection {
     remote_max_frame_size: u32,
     remote_channel_max: u16,
     remote_idle_timeout: Option<Duration>,
-    sessions: HashMap<u16, Session>,
+    sessions: IdMap<u16, Session>,
     remote_channels: HashMap<u16, u16>,
-    links: HashMap<LinkId, Link>,
+    links: IdMap<LinkId, Link>,
     next_link_id: u64,
     /// The connection is over: nothing more is read, and `Closed` has been reported.
     finished: bool,
@@ -224,9 +225,9 @@ impl Connection {
             remote_max_frame_size: MIN_MAX_FRAME_SIZE,
             remote_channel_max: 0,
             remote_idle_timeout: None,
-            sessions: HashMap::new(),
+            sessions: IdMap::default(),
             remote_channels: HashMap::new(),
-            links: HashMap::new(),
+            links: IdMap::default(),
             next_link_id: 1,
             finished: false,
             held_disposition: None,

@@ -1,7 +1,7 @@
 //! One connection's links as the broker sees them: producers feeding queues and consumers
 //! served by queues, plus the deliveries in flight between them.
 
-use std::collections::{HashMap, HashSet};
+use crate::idhash::{IdMap, IdSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -12,7 +12,7 @@ use ferry_codec::performatives::Attach;
 use ferry_codec::types::{Str, Value};
 use tokio::sync::mpsc;
 
-use crate::broker::{Broker, ConsumerId, Lifetime, Outbound, Queue, Settlement};
+use crate::broker::{Broker, ConsumerId, Delivery, Lifetime, Outbound, Queue, Settlement};
 use crate::proto::{AttachReply, Connection, ConnectionConfig, Event, IncomingDelivery, LinkId};
 
 /// A link where the peer sends and we enqueue.
@@ -44,14 +44,14 @@ pub(super) struct Links {
     conn_id: u64,
     broker: Arc<Broker>,
     tx: mpsc::Sender<Outbound>,
-    producers: HashMap<LinkId, Producer>,
-    consumers: HashMap<LinkId, Consumer>,
+    producers: IdMap<LinkId, Producer>,
+    consumers: IdMap<LinkId, Consumer>,
     /// Our unsettled deliveries: (link, delivery-id) to the queue entry.
-    inflight: HashMap<(LinkId, u32), (Arc<Queue>, u64)>,
+    inflight: IdMap<(LinkId, u32), (Arc<Queue>, u64)>,
     /// Consumers whose queue-side credit must be brought back in line with the engine's.
-    touched: HashSet<LinkId>,
+    touched: IdSet<LinkId>,
     /// Producers waiting for room before they get more credit.
-    starved: HashSet<LinkId>,
+    starved: IdSet<LinkId>,
     max_message_size: u64,
 }
 
@@ -74,11 +74,11 @@ impl Links {
             conn_id,
             broker,
             tx,
-            producers: HashMap::new(),
-            consumers: HashMap::new(),
-            inflight: HashMap::new(),
-            touched: HashSet::new(),
-            starved: HashSet::new(),
+            producers: IdMap::default(),
+            consumers: IdMap::default(),
+            inflight: IdMap::default(),
+            touched: IdSet::default(),
+            starved: IdSet::default(),
             max_message_size: cfg.max_message_size,
         }
     }
@@ -373,13 +373,14 @@ impl Links {
 
     pub(super) fn on_outbound(&mut self, engine: &mut Connection, out: Outbound) {
         match out {
-            Outbound::Deliver {
-                link,
-                queue,
-                entry,
-                message,
-                settled,
-            } => {
+            Outbound::Deliver(d) => {
+                let Delivery {
+                    link,
+                    queue,
+                    entry,
+                    message,
+                    settled,
+                } = *d;
                 if !self.consumers.contains_key(&link) {
                     // Detached meanwhile: the queue already took its unsettled messages back.
                     if settled {

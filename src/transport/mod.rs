@@ -55,6 +55,11 @@ const STARVED_RETRY: Duration = Duration::from_millis(50);
 /// work (outbound deliveries, timers).
 const READ_CHUNK: usize = 64 * 1024;
 
+/// What an idle connection's read buffer holds: enough for the handshake and small frames.
+/// It grows to [`READ_CHUNK`] when a read fills it, and falls back when the peer goes quiet,
+/// so ten thousand idle connections do not hold 64 KiB each.
+const READ_SMALL: usize = 2 * 1024;
+
 /// Runs one connection to completion.
 pub async fn serve<S>(stream: S, ctx: ConnectionContext, peer: String)
 where
@@ -68,7 +73,8 @@ where
     let (tx, mut rx) = mpsc::channel::<Outbound>(OUTBOUND_CAPACITY);
     let mut links = Links::new(conn_id, Arc::clone(&ctx.broker), tx, &ctx.engine);
     let (mut reader, mut writer) = tokio::io::split(stream);
-    let mut read_buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut read_buf = BytesMut::new();
+    let mut read_chunk = READ_SMALL;
     let mut pending_write = bytes::Bytes::new();
     let mut shutdown = ctx.shutdown.clone();
     let mut shutting_down = false;
@@ -110,6 +116,9 @@ where
             break;
         }
 
+        if read_buf.capacity() - read_buf.len() < 512 {
+            read_buf.reserve(read_chunk);
+        }
         let paused = (memory.exhausted() && links.only_produces()) || engine.over_credit_exceeded();
         let mut deadline = engine.poll_timeout().map(Instant::from_std);
         if links.has_starved() {
@@ -156,14 +165,22 @@ where
                         tracing::debug!("peer closed the socket");
                         break;
                     }
-                    Ok(_) => engine.handle_input(&mut read_buf, now()),
-                }
-                if read_buf.capacity() - read_buf.len() < 4096 {
-                    read_buf.reserve(READ_CHUNK);
+                    Ok(_) => {
+                        // A read that filled the buffer means more is waiting: read more at once.
+                        if read_buf.capacity() == read_buf.len() {
+                            read_chunk = READ_CHUNK;
+                        }
+                        engine.handle_input(&mut read_buf, now());
+                    }
                 }
             }
             _ = memory.wait_room(), if paused => engine.not_listening(now()),
             _ = &mut sleep => {
+                // Quiet until a timer: give the large read buffer back.
+                if read_buf.is_empty() && read_buf.capacity() > READ_SMALL {
+                    read_buf = BytesMut::new();
+                    read_chunk = READ_SMALL;
+                }
                 if paused {
                     engine.not_listening(now());
                 }

@@ -6,10 +6,12 @@
 //!   role, over TCP).
 //! - `scenario`: producers, consumers and what is measured.
 //! - `procstat`: a broker's CPU and memory from `/proc`.
+//! - `idle`: the memory cost of idle connections.
 //! - `null`: the null acceptor, which bounds what this tool itself can measure.
 //! - `compare`: the peer matrix, its Markdown table and SVG chart.
 
 pub mod compare;
+pub mod idle;
 pub mod null;
 pub mod procstat;
 pub mod scenario;

@@ -25,6 +25,25 @@ struct Cli {
 enum Command {
     /// Runs one scenario against one broker.
     Run(RunArgs),
+    /// Holds idle connections (one session and one receiver link each) and reports the
+    /// broker's RSS per connection.
+    Idle {
+        /// Broker URL.
+        #[arg(long, default_value = "amqp://127.0.0.1:5672")]
+        url: String,
+        /// Queue address; `{}` is replaced by the connection number.
+        #[arg(long, default_value = "idle")]
+        address: String,
+        /// Connections to hold.
+        #[arg(long, default_value_t = 10_000)]
+        connections: usize,
+        /// Broker process to measure.
+        #[arg(long)]
+        broker_pid: Option<u32>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Serves the null acceptor (accepts everything, feeds every receiver).
     Null {
         /// Address to listen on.
@@ -153,6 +172,42 @@ fn main() {
                 print!("{}", scenario::table(&s, &report));
             }
             if report.error.is_some() {
+                std::process::exit(1);
+            }
+        }
+        Command::Idle {
+            url,
+            address,
+            connections,
+            broker_pid,
+            json,
+        } => {
+            let target = Target::parse(&url).unwrap_or_else(|e| {
+                eprintln!("ferry-bench: {e}");
+                std::process::exit(2)
+            });
+            let r = runtime(1).block_on(ferry_bench::idle::run(
+                &target,
+                connections,
+                &address,
+                broker_pid,
+            ));
+            if json {
+                println!("{}", serde_json::json!(r));
+            } else {
+                println!(
+                    "idle       {}/{} connections; broker RSS {} → {} KiB; {:.1} KiB per connection",
+                    r.opened,
+                    r.connections,
+                    r.rss_before_kib,
+                    r.rss_after_kib,
+                    r.kib_per_connection
+                );
+                if let Some(e) = &r.error {
+                    println!("error      {e}");
+                }
+            }
+            if r.error.is_some() {
                 std::process::exit(1);
             }
         }

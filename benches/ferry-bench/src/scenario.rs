@@ -211,6 +211,21 @@ fn new_histogram() -> Histogram<u64> {
         .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!()))
 }
 
+/// Opens a session and a receiver link on `address` with `credit`: what an idle consumer
+/// holds.
+pub async fn attach_receiver(
+    conn: &mut Conn,
+    name: String,
+    address: &str,
+    credit: u32,
+) -> Result<LinkId, String> {
+    let link = attach(conn, name, Role::Receiver, address, false).await?;
+    conn.engine
+        .grant_credit(link, credit, false)
+        .map_err(|e| e.to_string())?;
+    Ok(link)
+}
+
 async fn attach(
     conn: &mut Conn,
     name: String,
