@@ -36,18 +36,23 @@
  *
  * A receiver settles (accepts) every delivery the peer did not settle,
  * and records now(CLOCK_REALTIME) - stamp into a log-linear histogram (about
- * 1.6% precision) for every message whose first data section holds 16 bytes.
+ * 1.6% precision) for every message whose first data section (or binary
+ * amqp-value) holds at least 16 bytes; other sections are skipped.
  *
  * Output: one JSON line on stdout, e.g.
  *   {"role":"send","count":N,"elapsed_secs":F,"rate":F,"cpu_secs":F,
  *    "p50_us":null,"p99_us":null,"p999_us":null,"max_us":null,
- *    "rejected":0,"timed_out":false}
+ *    "samples":0,"rejected":0,"timed_out":false}
  * count: sender unsettled = deliveries the peer settled as accepted;
  *        sender presettled = deliveries written to the transport;
  *        receiver = deliveries received.
  * elapsed_secs: sender from the link being attached to the last count;
- *               receiver from the first delivery to the last one.
+ *               receiver from the first delivery to the last one (so
+ *               idle time before the first and after the last message,
+ *               e.g. in --count 0 runs, is not counted).
  * rate = count / elapsed_secs. cpu_secs = getrusage(RUSAGE_SELF) user+sys.
+ * samples: receiver messages that carried a readable stamp (the latency
+ *          fields are null when there are none).
  * rejected: sender deliveries the peer settled with another outcome.
  *
  * Exit status: 0 when done (count reached, or the duration ran out with
@@ -186,7 +191,8 @@ static bool skip_value(const uint8_t *p, size_t n, size_t *pos, int depth) {
   return true;
 }
 
-/* Find the first data section of an encoded message. */
+/* Find the body of an encoded message: the first data section, or an
+   amqp-value section holding a binary (as some clients send bytes). */
 static bool find_data(const uint8_t *p, size_t n, const uint8_t **body, size_t *len) {
   size_t pos = 0;
   while (pos < n) {
@@ -205,11 +211,11 @@ static bool find_data(const uint8_t *p, size_t n, const uint8_t **body, size_t *
       return false;
     }
     if (pos >= n) return false;
-    if (code == 0x75) {
+    if (code == 0x75 || code == 0x77) { /* data, or an amqp-value holding binary */
       size_t l, h;
       if (p[pos] == 0xa0 && pos + 2 <= n) { l = p[pos + 1]; h = 2; }
       else if (p[pos] == 0xb0 && pos + 5 <= n) { l = be32(p + pos + 1); h = 5; }
-      else return false;
+      else return false; /* not binary */
       if (l > n - pos - h) return false;
       *body = p + pos + h;
       *len = l;
@@ -251,7 +257,7 @@ typedef struct {
   uint64_t issued;   /* sender: deliveries created */
   uint64_t done;     /* the reported count */
   uint64_t rejected; /* sender: settled with a non-accepted outcome */
-  double t_start, t_end;
+  double t_start, t_end, t_last; /* t_last: receiver's latest delivery */
   bool started, finished, closing, timed_out, failed, grace_armed;
 } app_t;
 
@@ -410,6 +416,7 @@ static void receiver_delivery(app_t *a, pn_delivery_t *d) {
     a->t_start = mono_secs();
   }
   a->done++;
+  a->t_last = mono_secs();
   if (a->count && a->done >= a->count) {
     mark_done(a);
     begin_close(a);
@@ -632,7 +639,7 @@ int main(int argc, char **argv) {
     return 1;
   }
   if (!a->finished) a->t_end = a->t_end > 0 ? a->t_end : mono_secs();
-  double elapsed = a->started ? a->t_end - a->t_start : 0.0;
+  double elapsed = !a->started ? 0.0 : a->sender ? a->t_end - a->t_start : a->t_last - a->t_start;
   if (elapsed < 0) elapsed = 0;
   double rate = elapsed > 0 ? (double)a->done / elapsed : 0.0;
   bool incomplete = a->count && a->done < a->count;
@@ -645,7 +652,8 @@ int main(int argc, char **argv) {
   } else {
     printf("\"p50_us\":null,\"p99_us\":null,\"p999_us\":null,\"max_us\":null,");
   }
-  printf("\"rejected\":%" PRIu64 ",\"timed_out\":%s}\n", a->rejected, a->timed_out ? "true" : "false");
+  printf("\"samples\":%" PRIu64 ",\"rejected\":%" PRIu64 ",\"timed_out\":%s}\n", hist_total, a->rejected,
+         a->timed_out ? "true" : "false");
   fflush(stdout);
   pn_proactor_free(a->proactor);
   free(a->msg);
