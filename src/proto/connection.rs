@@ -199,10 +199,19 @@ pub struct Connection {
     /// A disposition not yet encoded, widened while consecutive deliveries get the same
     /// verdict: one frame then settles a whole batch (§2.7.6 `first`..`last`).
     held_disposition: Option<(u16, Disposition)>,
+    /// Bytes the last `take_output` returned: how much room to give the next batch at once.
+    out_hint: usize,
+    /// Full output buffers waiting for `take_output`, oldest first, ahead of `out`.
+    sealed: VecDeque<Bytes>,
+    /// Bytes in `sealed`.
+    sealed_len: usize,
 }
 
 /// Encoded output beyond which no more transfers are framed until the owner takes it.
 const OUTPUT_HIGH_WATER: usize = 256 * 1024;
+
+/// Largest output buffer allocated at once; more output is sealed into further buffers.
+const OUT_CHUNK: usize = 64 * 1024;
 
 /// How long to wait for the peer's close after we closed with an error.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
@@ -231,6 +240,9 @@ impl Connection {
             next_link_id: 1,
             finished: false,
             held_disposition: None,
+            out_hint: 0,
+            sealed: VecDeque::new(),
+            sealed_len: 0,
             cfg,
         };
         if conn.cfg.role == EndpointRole::Client {
@@ -347,7 +359,7 @@ impl Connection {
     pub fn take_output(&mut self, now: Instant) -> Bytes {
         self.release_disposition();
         self.reopen_windows();
-        if self.out.len() < OUTPUT_HIGH_WATER {
+        if self.out.len() + self.sealed_len < OUTPUT_HIGH_WATER {
             let waiting: Vec<u16> = self
                 .sessions
                 .iter()
@@ -358,9 +370,15 @@ impl Connection {
                 self.flush_session(ch);
             }
         }
-        if !self.out.is_empty() {
+        if !self.out.is_empty() || !self.sealed.is_empty() {
             self.last_send = now;
         }
+        if let Some(chunk) = self.sealed.pop_front() {
+            self.sealed_len -= chunk.len();
+            return chunk;
+        }
+        // A busy connection keeps large buffers; a quiet one's shrink back.
+        self.out_hint = self.out.len().max(self.out_hint / 2);
         self.out.split().freeze()
     }
 
@@ -386,6 +404,7 @@ impl Connection {
     /// Whether output is waiting.
     pub fn has_output(&self) -> bool {
         !self.out.is_empty()
+            || !self.sealed.is_empty()
             || self.held_disposition.is_some()
             || self
                 .sessions
@@ -704,6 +723,39 @@ impl Connection {
         )
     }
 
+    /// Makes room for `need` more bytes of output without copying what is already encoded:
+    /// a full buffer is sealed and handed out by later `take_output` calls, and the next one
+    /// is sized after the last batch (so a busy connection allocates once per batch, and an
+    /// idle one stays small).
+    fn reserve_out(&mut self, need: usize) {
+        Self::reserve_out_in(
+            &mut self.out,
+            &mut self.sealed,
+            &mut self.sealed_len,
+            &mut self.out_hint,
+            need,
+        );
+    }
+
+    fn reserve_out_in(
+        out: &mut BytesMut,
+        sealed: &mut VecDeque<Bytes>,
+        sealed_len: &mut usize,
+        hint: &mut usize,
+        need: usize,
+    ) {
+        if out.capacity() - out.len() >= need {
+            return;
+        }
+        if !out.is_empty() {
+            let chunk = out.split().freeze();
+            *sealed_len += chunk.len();
+            sealed.push_back(chunk);
+            *hint = OUT_CHUNK;
+        }
+        out.reserve(need.max((*hint).min(OUT_CHUNK)).max(1024));
+    }
+
     fn write_frame(&mut self, channel: u16, p: &Performative, payload: &[u8]) {
         self.release_disposition();
         self.encode_now(channel, p, payload);
@@ -715,6 +767,7 @@ impl Connection {
         if self.close_written() {
             return;
         }
+        self.reserve_out(512 + payload.len());
         // Our own performatives always fit: max-frame-size is at least 512 and the only large
         // ones (attach with big terminus maps) are bounded by what the peer sent us.
         if frames::encode_frame(
@@ -1259,6 +1312,7 @@ impl Connection {
             partial: None,
             skipping: false,
             next_tag: 0,
+            tag_pool: Bytes::new(),
         };
         self.links.insert(id, link);
         self.events.push_back(Event::AttachRequested {
@@ -1386,6 +1440,7 @@ impl Connection {
             partial: None,
             skipping: false,
             next_tag: 0,
+            tag_pool: Bytes::new(),
         };
         let attach = self.attach_frame(
             &link,
@@ -1709,7 +1764,7 @@ impl Connection {
     /// Sending link: sends `message` as one delivery, using one credit. Returns the number
     /// [`Event::Disposition`] and `settle_outgoing` name it by: its delivery-id, unless
     /// deliveries queued before it were dropped unsent (see `next_wire_delivery_id`). `tag`
-    /// defaults to a fresh 16-byte tag.
+    /// defaults to a fresh 8-byte tag unique on the link.
     pub fn send(
         &mut self,
         link: LinkId,
@@ -1776,7 +1831,7 @@ impl Connection {
         };
         // Frame only what the socket can take soon: pending transfers hold shared message
         // bytes, the output buffer holds copies. The owner's next `take_output` continues.
-        while s.remote_incoming_window > 0 && self.out.len() < OUTPUT_HIGH_WATER {
+        while s.remote_incoming_window > 0 && self.out.len() + self.sealed_len < OUTPUT_HIGH_WATER {
             let Some(p) = s.pending.front_mut() else {
                 break;
             };
@@ -1807,6 +1862,13 @@ impl Connection {
             });
             p.offset += n;
             let done = !t.more;
+            Self::reserve_out_in(
+                &mut self.out,
+                &mut self.sealed,
+                &mut self.sealed_len,
+                &mut self.out_hint,
+                128 + n,
+            );
             let _ = frames::encode_frame(
                 &mut self.out,
                 FrameType::Amqp,

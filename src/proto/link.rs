@@ -10,7 +10,7 @@
 //!                   Attached --peer detaches--> we answer --> (gone)
 //! ```
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use ferry_codec::definitions::{
     DeliveryTag, Fields, ReceiverSettleMode, Role, SenderSettleMode, SequenceNo,
 };
@@ -115,16 +115,27 @@ pub(crate) struct Link {
     pub(crate) skipping: bool,
     /// Sender: counter behind our 16-byte delivery tags.
     pub(crate) next_tag: u64,
+    /// Prepared tags not handed out yet.
+    pub(crate) tag_pool: Bytes,
 }
 
+/// Delivery tags prepared per allocation.
+const TAG_BATCH: u64 = 256;
+
 impl Link {
-    /// A 16-byte delivery tag unique on this link: the link id and a counter.
+    /// An 8-byte delivery tag unique on this link (tags are link-scoped, §2.6.12): a counter.
+    /// Tags are cut from a buffer prepared for [`TAG_BATCH`] of them, so a message costs no
+    /// allocation for its tag.
     pub(crate) fn next_delivery_tag(&mut self) -> DeliveryTag {
-        let mut tag = [0u8; 16];
-        let (a, b) = tag.split_at_mut(8);
-        a.copy_from_slice(&self.id.0.to_be_bytes());
-        b.copy_from_slice(&self.next_tag.to_be_bytes());
+        if self.tag_pool.is_empty() {
+            let mut buf = BytesMut::with_capacity(8 * TAG_BATCH as usize);
+            for i in 0..TAG_BATCH {
+                buf.put_u64(self.next_tag.wrapping_add(i));
+            }
+            self.tag_pool = buf.freeze();
+        }
+        let tag = self.tag_pool.split_to(8.min(self.tag_pool.len()));
         self.next_tag = self.next_tag.wrapping_add(1);
-        DeliveryTag::new(Bytes::copy_from_slice(&tag)).unwrap_or_default()
+        DeliveryTag::new(tag).unwrap_or_default()
     }
 }

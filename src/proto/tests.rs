@@ -338,7 +338,7 @@ fn message_flows_from_client_sender_to_server_and_is_settled() {
     let events = p.take_server_events();
     let d = deliveries(&events);
     assert_eq!(d.len(), 1);
-    assert_eq!(d[0].tag.as_bytes().len(), 16);
+    assert_eq!(d[0].tag.as_bytes().len(), 8);
     assert!(!d[0].settled);
     assert_eq!(d[0].message.properties().unwrap().unwrap().to, Some("q"));
     assert_eq!(p.server.credit(s_link), Some(9));
