@@ -16,7 +16,7 @@
 //! With SASL (§5.3.2) a header exchange with protocol id 3 and the SASL frames come first;
 //! after a successful outcome the AMQP header exchange starts over from START.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -191,7 +191,9 @@ pub struct Connection {
     remote_channel_max: u16,
     remote_idle_timeout: Option<Duration>,
     sessions: IdMap<u16, Session>,
-    remote_channels: HashMap<u16, u16>,
+    /// The peer picks these keys, but only up to our channel-max (enforced on begin), so the
+    /// fast hasher's worst case stays bounded.
+    remote_channels: IdMap<u16, u16>,
     links: IdMap<LinkId, Link>,
     next_link_id: u64,
     /// The connection is over: nothing more is read, and `Closed` has been reported.
@@ -235,7 +237,7 @@ impl Connection {
             remote_channel_max: 0,
             remote_idle_timeout: None,
             sessions: IdMap::default(),
-            remote_channels: HashMap::new(),
+            remote_channels: IdMap::default(),
             links: IdMap::default(),
             next_link_id: 1,
             finished: false,
@@ -1996,6 +1998,7 @@ impl Connection {
                 message_format: t.message_format.unwrap_or(0),
                 settled,
                 state: t.state.clone(),
+                first: Bytes::new(),
                 segments: Vec::new(),
                 size: 0,
             });
@@ -2048,7 +2051,9 @@ impl Connection {
                 "too many frames in one delivery",
             ));
         }
-        if !payload.is_empty() {
+        if p.first.is_empty() {
+            p.first = payload;
+        } else if !payload.is_empty() {
             p.segments.push(payload);
         }
         if t.more {
@@ -2057,7 +2062,15 @@ impl Connection {
         let Some(p) = l.partial.take() else {
             return Ok(());
         };
-        let message = match Message::from_segments_with(p.segments, self.cfg.decode_limits) {
+        let decoded = if p.segments.is_empty() {
+            Message::decode_with(p.first, self.cfg.decode_limits)
+        } else {
+            let mut all = Vec::with_capacity(p.segments.len() + 1);
+            all.push(p.first);
+            all.extend(p.segments);
+            Message::from_segments_with(all, self.cfg.decode_limits)
+        };
+        let message = match decoded {
             Ok(m) => m,
             Err(e) => {
                 // A malformed message fails alone: reject it, keep the link.

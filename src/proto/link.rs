@@ -77,6 +77,9 @@ pub(crate) struct Partial {
     pub(crate) message_format: u32,
     pub(crate) settled: bool,
     pub(crate) state: Option<DeliveryState>,
+    /// The first frame's payload: most deliveries are one frame and need no list.
+    pub(crate) first: Bytes,
+    /// Later frames' payloads.
     pub(crate) segments: Vec<Bytes>,
     pub(crate) size: u64,
 }

@@ -9,7 +9,9 @@
 //!   MAPPED --error: end sent--> DISCARDING (ignore all but end) --end rcvd--> UNMAPPED
 //! ```
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
+
+use crate::idhash::IdMap;
 
 use ferry_codec::definitions::{DeliveryTag, SequenceNo};
 use ferry_codec::messaging::Message;
@@ -70,7 +72,9 @@ pub(crate) struct Session {
     /// The delivery-id the peer should use next (gaps are tolerated; order is not checked).
     pub(crate) expected_delivery_id: Option<SequenceNo>,
     /// Links by the peer's handle.
-    pub(crate) remote_handles: HashMap<u32, LinkId>,
+    /// Keys are the peer's handles, bounded by our handle-max (enforced on attach), so the
+    /// fast hasher's worst case stays bounded.
+    pub(crate) remote_handles: IdMap<u32, LinkId>,
     /// Links by our handle.
     pub(crate) local_handles: BTreeMap<u32, LinkId>,
     /// Our unsettled outgoing deliveries on the wire: delivery-id to link and the number
@@ -97,7 +101,7 @@ impl Session {
             next_delivery_id: SequenceNo(0),
             next_wire_delivery_id: SequenceNo(0),
             expected_delivery_id: None,
-            remote_handles: HashMap::new(),
+            remote_handles: IdMap::default(),
             local_handles: BTreeMap::new(),
             unsettled_out: BTreeMap::new(),
             unsettled_in: BTreeMap::new(),

@@ -134,6 +134,12 @@ impl Message {
         Self::from_single(bytes, DecodeLimits::DEFAULT)
     }
 
+    /// Indexes a message held in one buffer, with explicit decode limits.
+    #[inline]
+    pub fn decode_with(bytes: Bytes, limits: DecodeLimits) -> Result<Self> {
+        Self::from_single(bytes, limits)
+    }
+
     /// Indexes a message held in one buffer: the common case (one transfer frame), which
     /// needs no segment list and reads the section headers straight from the slice.
     fn from_single(bytes: Bytes, limits: DecodeLimits) -> Result<Self> {
@@ -290,6 +296,11 @@ impl Message {
 
     /// The bytes of `span` as one buffer: a slice when it lies in one segment, else a copy.
     pub fn contiguous(&self, span: Span) -> Bytes {
+        if self.tail.is_empty() {
+            // One segment (every stored message below the compaction size): just a slice.
+            let end = span.end.min(self.head.len());
+            return self.head.slice(span.start.min(end)..end);
+        }
         let mut parts = self.slices(span);
         if parts.len() == 1 {
             return parts.pop().unwrap_or_default();
