@@ -540,25 +540,32 @@ impl Queue {
                 break;
             };
             c.credit -= 1;
-            let (id, presettled, tx) = (c.id, c.presettled, c.tx.clone());
+            let (id, presettled) = (c.id, c.presettled);
             let message = entry.message.clone();
             let entry_id = entry.id;
             let queue = Arc::clone(self);
-            if presettled {
-                self.forget(s, &entry);
+            // Pre-settled: forgotten once handed over; unsettled: kept until the outcome.
+            let kept = if presettled {
+                Some(entry)
             } else {
                 s.unacked.insert(entry_id, (entry, id));
-            }
-            let sent = tx.try_send(Outbound::Deliver(Box::new(Delivery {
+                None
+            };
+            let delivery = Outbound::Deliver(Box::new(Delivery {
                 link: id.link,
                 queue,
                 entry: entry_id,
                 message,
                 settled: presettled,
-            })));
-            if sent.is_err() {
+            }));
+            let sent = s.consumers.get(i).map(|c| c.tx.try_send(delivery));
+            if matches!(sent, Some(Ok(()))) {
+                if let Some(entry) = kept {
+                    self.forget(s, &entry);
+                }
+            } else {
                 // The connection is gone or behind: take the message back, stop offering.
-                if let Some((e, _)) = s.unacked.remove(&entry_id) {
+                if let Some(e) = kept.or_else(|| s.unacked.remove(&entry_id).map(|(e, _)| e)) {
                     Self::requeue(s, e);
                 }
                 if let Some(c) = s.consumers.get_mut(i) {
