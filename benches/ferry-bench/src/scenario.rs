@@ -332,6 +332,7 @@ async fn produce(
     };
     // Seconds between this producer's messages at the requested rate.
     let interval = (s.rate > 0).then(|| Duration::from_secs_f64(producers as f64 / s.rate as f64));
+    let pacer = interval.map(crate::wire::Pacer::start);
     let deadline = t0 + s.duration;
     let (mut written, mut settled, mut inflight) = (0u64, 0u64, 0u64);
     let window = u64::from(s.window.max(1));
@@ -414,7 +415,11 @@ async fn produce(
             None if batch == 512 => Duration::ZERO,
             None => Duration::from_millis(50),
         };
-        if conn.turn(wait).await == Turn::Eof {
+        if conn
+            .turn_paced(wait, pacer.as_ref().map(|p| p.tick()))
+            .await
+            == Turn::Eof
+        {
             shared.fail(format!("producer {i}: the broker closed the socket"));
             break;
         }

@@ -7,6 +7,8 @@
 //! number; the Proton C load client in `benches/proton-load/` writes the same layout, so either
 //! client can measure the other's messages.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
@@ -16,6 +18,7 @@ use ferry_codec::types::Symbol;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::Notify;
 
 /// Bytes at the start of the body that carry the stamp.
 pub const STAMP_LEN: usize = 16;
@@ -146,6 +149,62 @@ impl Target {
     }
 }
 
+/// Wakes a task at a steady period with sub-millisecond precision, from a thread of its own.
+/// tokio's timers fire on whole milliseconds: pacing sends with them would make every message
+/// up to 1 ms late, and under `--rate` that lateness counts as latency (it is measured from the
+/// scheduled send time), so the figures would be the client's rather than the broker's.
+#[derive(Debug)]
+pub struct Pacer {
+    notify: Arc<Notify>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Pacer {
+    /// Ticks every `period` (at least 50 µs).
+    pub fn start(period: Duration) -> Self {
+        let period = period.max(Duration::from_micros(50));
+        let notify = Arc::new(Notify::new());
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (notify, stop) = (Arc::clone(&notify), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let mut next = Instant::now();
+                while !stop.load(Ordering::Relaxed) {
+                    next += period;
+                    let now = Instant::now();
+                    if next > now {
+                        std::thread::sleep(next - now);
+                    } else {
+                        // Fell behind: do not try to catch up with a burst of ticks.
+                        next = now;
+                    }
+                    notify.notify_one();
+                }
+            })
+        };
+        Self {
+            notify,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// What to wait on.
+    pub fn tick(&self) -> &Notify {
+        &self.notify
+    }
+}
+
+impl Drop for Pacer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// One client connection: engine plus socket halves.
 #[derive(Debug)]
 pub struct Conn {
@@ -226,6 +285,11 @@ impl Conn {
     /// Writes what the engine has, reads what arrives, fires timers; waits at most `wait` (or
     /// until the next engine timer).
     pub async fn turn(&mut self, wait: Duration) -> Turn {
+        self.turn_paced(wait, None).await
+    }
+
+    /// [`Conn::turn`], also returning when `tick` is notified (see [`Pacer`]).
+    pub async fn turn_paced(&mut self, wait: Duration, tick: Option<&Notify>) -> Turn {
         let now = Instant::now();
         if self.engine.poll_timeout().is_some_and(|t| t <= now) {
             self.engine.handle_timeout(now);
@@ -256,6 +320,12 @@ impl Conn {
                 }
             },
             _ = sleep => {}
+            _ = async {
+                match tick {
+                    Some(n) => n.notified().await,
+                    None => std::future::pending().await,
+                }
+            } => {}
         }
         Turn::Ok
     }
