@@ -50,8 +50,8 @@ pub enum Outbound {
     Detach {
         /// The link.
         link: LinkId,
-        /// Why.
-        error: Error,
+        /// Why (boxed, like deliveries, to keep the channel's slots small).
+        error: Box<Error>,
     },
 }
 
@@ -491,10 +491,10 @@ impl Queue {
         for c in &s.consumers {
             let _ = c.tx.try_send(Outbound::Detach {
                 link: c.id.link,
-                error: Error::new(
+                error: Box::new(Error::new(
                     ErrorCondition::ResourceDeleted,
                     format!("queue {} deleted", self.name),
-                ),
+                )),
             });
         }
         s.consumers.clear();

@@ -424,7 +424,7 @@ impl Links {
                 let _ = engine.drained(link);
             }
             Outbound::Detach { link, error } => {
-                let _ = engine.detach(link, true, Some(error));
+                let _ = engine.detach(link, true, Some(*error));
                 self.on_detached(link);
             }
         }
