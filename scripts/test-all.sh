@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as README.md documents it. Installs what it needs, then runs:
 # formatting, lints, every workspace test (codec vectors and fuzz corpora included), docs,
-# the real-client conformance suite (conformance/run.sh), and builds the benchmarks and the
-# fuzz targets so neither can rot.
+# the real-client conformance suite (conformance/run.sh), a quick run of the benchmark harness
+# against its peers, and builds the benchmarks and the fuzz targets so neither can rot.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,6 +28,13 @@ cargo bench --workspace --no-run --quiet
 
 step "conformance: real Proton and rhea clients against the release broker"
 bash conformance/run.sh
+
+step "benchmark harness: a quick comparison against RabbitMQ and the Proton C broker"
+# Installs the peers (apt), builds the Proton C load client, runs the whole matrix with small
+# counts, and checks that every broker moved every message with both clients. Figures are
+# printed, not asserted.
+bash benches/compare.sh --quick --out target/bench-smoke
+python3 benches/check-report.py target/bench-smoke/results.json
 
 step "fuzz targets build"
 if ! cargo fuzz --version >/dev/null 2>&1; then

@@ -161,9 +161,9 @@ pub struct Pacer {
 }
 
 impl Pacer {
-    /// Ticks every `period` (at least 50 µs).
+    /// Ticks every `period` (at least 250 µs: finer ticks send a message or two per write, which costs both sides more than the wait they save).
     pub fn start(period: Duration) -> Self {
-        let period = period.max(Duration::from_micros(50));
+        let period = period.max(Duration::from_micros(250));
         let notify = Arc::new(Notify::new());
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
