@@ -85,6 +85,8 @@ pub struct BrokerConfig {
     /// How long shutdown waits for connections to close.
     #[serde(deserialize_with = "de_duration")]
     pub shutdown_grace: Duration,
+    /// Threads running connections; 0 means one per CPU.
+    pub worker_threads: u16,
 }
 
 impl Default for BrokerConfig {
@@ -101,6 +103,7 @@ impl Default for BrokerConfig {
             link_credit_bytes: MIB,
             over_credit_allowance: 10_000,
             shutdown_grace: Duration::from_secs(5),
+            worker_threads: 0,
         }
     }
 }

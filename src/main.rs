@@ -50,10 +50,11 @@ fn run(args: &Cli) -> ExitCode {
     };
     tracing_subscriber::fmt().with_env_filter(filter).init();
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if config.broker.worker_threads > 0 {
+        builder.worker_threads(usize::from(config.broker.worker_threads));
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => return fail(&format!("cannot start the runtime: {e}")),
     };
