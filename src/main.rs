@@ -14,6 +14,13 @@ use ferry::config::Config;
 use ferry::server::{self, ListenerSpec, ServerSpec};
 use ferry::transport::Authenticator;
 
+/// mimalloc instead of glibc's malloc: with several threads, glibc grows and trims its
+/// per-thread heaps with an `mprotect` call at a time, and under a steady stream of messages
+/// (each allocated on one thread, freed on another) that was 0.08 system calls per message,
+/// each one flushing TLBs on every core (measured with strace at 100,000 msgs/s).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args = Cli::parse();
     match args.command {

@@ -10,6 +10,12 @@ use clap::{Args, Parser, Subcommand};
 use ferry_bench::scenario::Scenario;
 use ferry_bench::wire::Target;
 
+/// The same allocator as the broker: glibc's trims and regrows its heaps with a system call
+/// at a time under a steady message stream, which would make the client, not the broker, the
+/// limit.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "ferry-bench",
