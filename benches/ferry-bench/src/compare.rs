@@ -1883,7 +1883,7 @@ fn run_idle(
         Ok(r) => {
             let note = (r.error.is_none() && r.opened < r.connections).then(|| {
                 format!(
-                    "only {} opened within the opening bound of idle::run (120 s)",
+                    "only {} opened within the opening bound of idle::run (180 s)",
                     thousands(r.opened as u64)
                 )
             });

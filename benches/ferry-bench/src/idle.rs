@@ -28,7 +28,7 @@ pub struct IdleReport {
 
 /// Opens `connections` connections, each with one session and one receiver link on
 /// `address` (suffixed with the connection number when it contains `{}`), waits for the
-/// broker to settle, samples its RSS, and closes them all. Bounded: 120 s to open.
+/// broker to settle, samples its RSS, and closes them all. Bounded: 180 s to open.
 pub async fn run(
     target: &Target,
     connections: usize,
@@ -46,10 +46,10 @@ pub async fn run(
         rss_before_kib: rss(&pid),
         ..Default::default()
     };
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let deadline = Instant::now() + Duration::from_secs(180);
     let mut open = Vec::with_capacity(connections);
     // Open in small concurrent batches: fast, without a thundering herd on the listener.
-    const BATCH: usize = 64;
+    const BATCH: usize = 256;
     while open.len() < connections && Instant::now() < deadline {
         let first = open.len();
         let batch = BATCH.min(connections - first);
