@@ -15,6 +15,10 @@ use ferry::proto::LinkId;
 use ferry_codec::messaging::{Data, Header, Message, Section};
 use tokio::sync::mpsc;
 
+/// The broker binary's allocator, so the figures are the broker's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn message() -> Message {
     let body = Bytes::from(vec![7u8; 1000]);
     Message::from_sections(&[
