@@ -132,32 +132,28 @@ pub async fn run(target: &Target, s: &Scenario, broker_pid: Option<u32>) -> Repo
     });
     let barrier = Arc::new(Barrier::new(s.producers + s.consumers + 1));
     let start = Arc::new(std::sync::OnceLock::<Instant>::new());
-    let mut consumers = Vec::new();
-    for i in 0..s.consumers {
-        let (t, sc, sh, b, st) = (
+    // What every producer and consumer task gets: its own handles on the shared state.
+    let handles = || {
+        (
             target.clone(),
             s.clone(),
             Arc::clone(&shared),
             Arc::clone(&barrier),
             Arc::clone(&start),
-        );
-        consumers.push(tokio::spawn(
-            async move { consume(t, sc, i, sh, b, st).await },
-        ));
-    }
-    let mut producers = Vec::new();
-    for i in 0..s.producers {
-        let (t, sc, sh, b, st) = (
-            target.clone(),
-            s.clone(),
-            Arc::clone(&shared),
-            Arc::clone(&barrier),
-            Arc::clone(&start),
-        );
-        producers.push(tokio::spawn(
-            async move { produce(t, sc, i, sh, b, st).await },
-        ));
-    }
+        )
+    };
+    let consumers: Vec<_> = (0..s.consumers)
+        .map(|i| {
+            let (t, sc, sh, b, st) = handles();
+            tokio::spawn(async move { consume(t, sc, i, sh, b, st).await })
+        })
+        .collect();
+    let producers: Vec<_> = (0..s.producers)
+        .map(|i| {
+            let (t, sc, sh, b, st) = handles();
+            tokio::spawn(async move { produce(t, sc, i, sh, b, st).await })
+        })
+        .collect();
     // Everyone is connected and attached (or failed) before the clock starts.
     let ready = tokio::time::timeout(Duration::from_secs(30), barrier.wait()).await;
     if ready.is_err() {
