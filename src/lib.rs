@@ -8,6 +8,7 @@
 //! - [`transport`]: one tokio task per connection, driving an engine over a socket.
 //! - [`broker`]: queues, address resolution, node lifetimes, the memory budget.
 //! - [`idhash`]: a fast hasher for maps keyed by Ferry's own ids.
+//! - [`store`]: the write-ahead log for durable messages (being built: its record format).
 //! - [`server`]: listeners, connection limits, housekeeping, graceful shutdown.
 //!
 //! The transport, broker core and store are built on top of it (see `ARCHITECTURE.md`).
@@ -19,4 +20,5 @@ pub mod config;
 pub mod idhash;
 pub mod proto;
 pub mod server;
+pub mod store;
 pub mod transport;
