@@ -1,8 +1,11 @@
 //! Durable storage for messages (issue 5, in progress): a write-ahead log of opaque records.
 //!
 //! The store knows nothing of AMQP: it keeps message bytes and small metadata, framed as
-//! [`record`]s. What is here so far is the record format, the one piece every other part
-//! (segments, group commit, recovery, compaction) is built on; nothing in the broker uses it
-//! yet.
+//! [`record`]s in preallocated [`segment`] files, written through [`file::SegmentFile`] so
+//! tests can inject disk faults. Built so far: records, segments with per-batch commits, and
+//! the scan that applies the recovery rule. Not yet: group commit across connections, the
+//! queue index, compaction, paging, and wiring into the broker.
 
+pub mod file;
 pub mod record;
+pub mod segment;
