@@ -134,6 +134,31 @@ impl<F: SegmentFile> Segment<F> {
         }
     }
 
+    /// Continues a segment after a scan: the next batch goes right after the last commit,
+    /// and whatever was written after it (an unfinished batch) is zeroed and synced first, so
+    /// a later scan cannot mistake it for records following the new ones.
+    pub fn resume(mut file: F, scan: &Scan, capacity: u64) -> io::Result<Self> {
+        if scan.dirty_end > scan.committed_end {
+            let zeros = vec![0u8; (scan.dirty_end - scan.committed_end) as usize];
+            file.write_at(scan.committed_end, &zeros)?;
+            file.sync_data()?;
+        }
+        Ok(Self {
+            file,
+            generation: scan.generation,
+            capacity,
+            pos: scan.committed_end,
+            next_seq: scan.next_seq,
+            batch: Vec::new(),
+            failed: false,
+        })
+    }
+
+    /// The sequence number the next record gets.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
     /// The file, e.g. to simulate a crash in tests.
     pub fn file_mut(&mut self) -> &mut F {
         &mut self.file
@@ -184,6 +209,12 @@ pub struct Scan {
     pub records: Vec<Scanned>,
     /// How the scan ended.
     pub end: ScanEnd,
+    /// Where the last commit record ends: the next batch goes here.
+    pub committed_end: u64,
+    /// The sequence number after the last commit record.
+    pub next_seq: u64,
+    /// One past the last non-zero byte of the file.
+    pub dirty_end: u64,
 }
 
 /// Reads a segment back under the recovery rule (module docs).
@@ -216,12 +247,16 @@ pub fn scan<F: SegmentFile>(file: &F) -> io::Result<Scan> {
     let mut seq = first_seq;
     let mut records = Vec::new();
     let mut pending = Vec::new();
+    let mut committed_end = pos as u64;
+    let mut next_seq = first_seq;
     let end = loop {
         let rest = data.get(pos..).unwrap_or_default();
         match record::decode(rest, generation, Some(seq)) {
             Decoded::Record(r, used) => {
                 if r.kind == Kind::Commit {
                     records.append(&mut pending);
+                    committed_end = (pos + used) as u64;
+                    next_seq = r.seq + 1;
                 } else {
                     pending.push(Scanned {
                         seq: r.seq,
@@ -239,11 +274,18 @@ pub fn scan<F: SegmentFile>(file: &F) -> io::Result<Scan> {
             Decoded::Corrupt(why) => break damaged(&data, pos, generation, seq, why),
         }
     };
+    let dirty_end = data
+        .iter()
+        .rposition(|&b| b != 0)
+        .map_or(0, |i| i as u64 + 1);
     Ok(Scan {
         generation,
         first_seq,
         records,
         end,
+        committed_end,
+        next_seq,
+        dirty_end: dirty_end.max(committed_end),
     })
 }
 
@@ -332,6 +374,40 @@ mod tests {
             prop_assert!(got == acked || got == whole, "recovered {} of {} acked", got.len(), acked.len());
             prop_assert!(!matches!(s.end, ScanEnd::Corrupt { .. }), "{:?}", s.end);
         }
+    }
+
+    #[test]
+    fn after_a_crash_the_log_continues_behind_the_last_commit() {
+        let mut seg = Segment::create(FaultFile::new(CAP as usize), 5, 0, CAP).unwrap();
+        for i in 0..3 {
+            seg.append(Kind::Enqueue, &payload(1, i)).unwrap();
+        }
+        seg.commit().unwrap();
+        // A second batch is written but not synced, then the power goes with most of it on
+        // disk.
+        for i in 0..30 {
+            seg.append(Kind::Enqueue, &payload(2, i)).unwrap();
+        }
+        seg.file_mut().fail_syncs = 1;
+        assert!(seg.commit().is_err());
+        let mut file = seg.file_mut().clone();
+        file.power_loss(6);
+        let s = scan(&file).unwrap();
+        assert_eq!(s.records.len(), 3);
+        assert!(s.dirty_end > s.committed_end);
+        // Resume and write a short batch over the start of the old one.
+        let mut seg = Segment::resume(file, &s, CAP).unwrap();
+        assert_eq!(seg.next_seq(), s.next_seq);
+        seg.append(Kind::Settle, b"x").unwrap();
+        seg.commit().unwrap();
+        let again = scan(seg.file_mut()).unwrap();
+        assert_eq!(again.records.len(), 4);
+        assert_eq!(again.records[3].payload, b"x");
+        assert!(
+            matches!(again.end, ScanEnd::Clean { .. }),
+            "{:?}",
+            again.end
+        );
     }
 
     #[test]
