@@ -58,6 +58,50 @@ pub enum Command {
         #[arg(long)]
         password_stdin: bool,
     },
+    /// The write-ahead log.
+    #[command(subcommand)]
+    Wal(WalCommand),
+}
+
+/// `ferry wal …`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+pub enum WalCommand {
+    /// Read every segment under the data directory without changing anything; print what each
+    /// holds and how it ends, and exit non-zero if the broker would refuse to start.
+    Check,
+}
+
+/// Prints `ferry wal check` for the log under `data_dir`; returns whether it is usable.
+pub fn wal_check(data_dir: &std::path::Path) -> Result<bool, crate::store::log::LogError> {
+    let dir = data_dir.join("wal");
+    if !dir.exists() {
+        println!("{}: no write-ahead log", dir.display());
+        return Ok(true);
+    }
+    let report = crate::store::log::check(&dir)?;
+    let mut ok = true;
+    for r in &report {
+        ok &= !r.fatal;
+        println!(
+            "{}: generation {}, first record {}, {} committed records; {}{}",
+            r.path.display(),
+            r.generation.map_or("?".into(), |g| g.to_string()),
+            r.first_seq.map_or("?".into(), |s| s.to_string()),
+            r.records,
+            r.end,
+            if r.fatal { " [FATAL]" } else { "" }
+        );
+    }
+    println!(
+        "{} segment(s); {}",
+        report.len(),
+        if ok {
+            "ok"
+        } else {
+            "the broker would refuse to start"
+        }
+    );
+    Ok(ok)
 }
 
 impl Cli {

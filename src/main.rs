@@ -9,7 +9,7 @@ use std::sync::Arc;
 use clap::Parser;
 use ferry::auth::Users;
 use ferry::broker::{BrokerConfig, QueueLimits};
-use ferry::cli::{self, Cli, Command};
+use ferry::cli::{self, Cli, Command, WalCommand};
 use ferry::config::Config;
 use ferry::server::{self, ListenerSpec, ServerSpec};
 use ferry::transport::Authenticator;
@@ -40,6 +40,14 @@ fn main() -> ExitCode {
                 println!("{phc}");
                 ExitCode::SUCCESS
             }
+            Err(e) => fail(&e),
+        },
+        Some(Command::Wal(WalCommand::Check)) => match args.load_config() {
+            Ok(config) => match cli::wal_check(&config.broker.data_dir) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::FAILURE,
+                Err(e) => fail(&e),
+            },
             Err(e) => fail(&e),
         },
         None => run(&args),

@@ -201,6 +201,92 @@ impl Log {
     }
 }
 
+/// One segment as [`check`] found it.
+#[derive(Debug, Clone)]
+pub struct SegmentReport {
+    /// The file.
+    pub path: PathBuf,
+    /// Its generation and first sequence number, if the header is readable.
+    pub generation: Option<u32>,
+    /// Its first sequence number.
+    pub first_seq: Option<u64>,
+    /// Committed records.
+    pub records: usize,
+    /// How it ends (or why it could not be read).
+    pub end: String,
+    /// Whether this segment would stop the broker from starting.
+    pub fatal: bool,
+}
+
+/// Reads every segment in `dir` without changing anything, under the same rules as
+/// [`Log::open`]: what `ferry wal check` prints.
+pub fn check(dir: &Path) -> Result<Vec<SegmentReport>, LogError> {
+    let mut numbers: Vec<u64> = std::fs::read_dir(dir)
+        .map_err(io_at(dir))?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            name.strip_suffix(".wal")?.parse().ok()
+        })
+        .collect();
+    numbers.sort_unstable();
+    let mut out = Vec::new();
+    let mut expected_seq: Option<u64> = None;
+    for (i, &number) in numbers.iter().enumerate() {
+        let path = segment_path(dir, number);
+        let is_last = i + 1 == numbers.len();
+        let file = OpenOptions::new()
+            .read(true)
+            .open(&path)
+            .map(FsFile)
+            .map_err(io_at(&path))?;
+        let report = match scan(&file) {
+            Err(e) => SegmentReport {
+                path,
+                generation: None,
+                first_seq: None,
+                records: 0,
+                end: format!("unreadable: {e}"),
+                fatal: true,
+            },
+            Ok(s) => {
+                let gap = expected_seq.filter(|&seq| seq != s.first_seq);
+                let (end, fatal) = match (&s.end, gap) {
+                    (_, Some(seq)) => (
+                        format!("starts at record {}, expected {seq}", s.first_seq),
+                        true,
+                    ),
+                    (ScanEnd::Clean { offset }, None) => {
+                        (format!("clean, ends at {offset}"), false)
+                    }
+                    (ScanEnd::TornTail { offset }, None) if is_last => (
+                        format!("unfinished write at {offset}, would be truncated"),
+                        false,
+                    ),
+                    (ScanEnd::TornTail { offset }, None) => (
+                        format!("damaged record at {offset} before the last segment"),
+                        true,
+                    ),
+                    (ScanEnd::Corrupt { offset, why }, None) => {
+                        (format!("corrupt at {offset}: {why}"), true)
+                    }
+                };
+                expected_seq = Some(s.next_seq);
+                SegmentReport {
+                    path,
+                    generation: Some(s.generation),
+                    first_seq: Some(s.first_seq),
+                    records: s.records.len(),
+                    end,
+                    fatal,
+                }
+            }
+        };
+        out.push(report);
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
