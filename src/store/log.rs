@@ -55,6 +55,7 @@ pub struct Log {
     /// Number of the segment being written.
     number: u64,
     current: Segment<FsFile>,
+    syncs: u64,
 }
 
 /// What [`Log::open`] found: every committed record, in order.
@@ -160,6 +161,7 @@ impl Log {
                 capacity,
                 number,
                 current,
+                syncs: 0,
             },
             recovered,
         ))
@@ -186,8 +188,30 @@ impl Log {
 
     /// Writes and syncs the open batch; once this returns `Ok` its records survive a crash.
     pub fn commit(&mut self) -> Result<(), LogError> {
+        self.commit_with(true)
+    }
+
+    /// Writes the open batch, syncing it only if `sync` (see [`Segment::commit_with`]).
+    pub fn commit_with(&mut self, sync: bool) -> Result<(), LogError> {
         let path = segment_path(&self.dir, self.number);
-        self.current.commit().map_err(io_at(&path))
+        self.current.commit_with(sync).map_err(io_at(&path))?;
+        if sync {
+            self.syncs += 1;
+        }
+        Ok(())
+    }
+
+    /// Makes everything written so far durable.
+    pub fn sync(&mut self) -> Result<(), LogError> {
+        let path = segment_path(&self.dir, self.number);
+        self.current.sync().map_err(io_at(&path))?;
+        self.syncs += 1;
+        Ok(())
+    }
+
+    /// `fdatasync` calls made through [`Log::commit`] and [`Log::sync`] so far.
+    pub fn syncs(&self) -> u64 {
+        self.syncs
     }
 
     fn roll(&mut self) -> Result<(), LogError> {

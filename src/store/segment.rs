@@ -103,11 +103,17 @@ impl<F: SegmentFile> Segment<F> {
     /// `Ok`, every record of the batch survives a crash; on `Err` none may be acknowledged
     /// and the segment takes nothing more.
     pub fn commit(&mut self) -> io::Result<()> {
+        self.commit_with(true)
+    }
+
+    /// [`Segment::commit`], with the sync left out when `sync` is false (the `interval` and
+    /// `never` sync policies): the batch is then in the page cache only, until [`Segment::sync`].
+    pub fn commit_with(&mut self, sync: bool) -> io::Result<()> {
         if self.failed {
             return Err(io::Error::other("segment failed earlier"));
         }
         if self.batch.is_empty() {
-            return Ok(());
+            return if sync { self.sync() } else { Ok(()) };
         }
         record::encode(
             &mut self.batch,
@@ -117,10 +123,10 @@ impl<F: SegmentFile> Segment<F> {
             &[],
         );
         self.next_seq += 1;
-        let result = self
-            .file
-            .write_at(self.pos, &self.batch)
-            .and_then(|()| self.file.sync_data());
+        let mut result = self.file.write_at(self.pos, &self.batch);
+        if sync && result.is_ok() {
+            result = self.file.sync_data();
+        }
         match result {
             Ok(()) => {
                 self.pos += self.batch.len() as u64;
@@ -132,6 +138,14 @@ impl<F: SegmentFile> Segment<F> {
                 Err(e)
             }
         }
+    }
+
+    /// Makes everything written so far durable.
+    pub fn sync(&mut self) -> io::Result<()> {
+        if self.failed {
+            return Err(io::Error::other("segment failed earlier"));
+        }
+        self.file.sync_data().inspect_err(|_| self.failed = true)
     }
 
     /// Continues a segment after a scan: the next batch goes right after the last commit,
