@@ -71,6 +71,20 @@ fn segment_path(dir: &Path, number: u64) -> PathBuf {
     dir.join(format!("{number:08}.wal"))
 }
 
+/// The numbers of the segment files in `dir`, in order.
+fn segment_numbers(dir: &Path) -> Result<Vec<u64>, LogError> {
+    let mut numbers: Vec<u64> = std::fs::read_dir(dir)
+        .map_err(io_at(dir))?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            name.strip_suffix(".wal")?.parse().ok()
+        })
+        .collect();
+    numbers.sort_unstable();
+    Ok(numbers)
+}
+
 fn open_file(path: &Path, capacity: u64) -> Result<FsFile, LogError> {
     let f = OpenOptions::new()
         .create(true)
@@ -89,15 +103,7 @@ impl Log {
     /// returns what it holds.
     pub fn open(dir: &Path, capacity: u64) -> Result<(Self, Recovered), LogError> {
         std::fs::create_dir_all(dir).map_err(io_at(dir))?;
-        let mut numbers: Vec<u64> = std::fs::read_dir(dir)
-            .map_err(io_at(dir))?
-            .filter_map(|e| e.ok())
-            .filter_map(|e| {
-                let name = e.file_name().into_string().ok()?;
-                name.strip_suffix(".wal")?.parse().ok()
-            })
-            .collect();
-        numbers.sort_unstable();
+        let numbers = segment_numbers(dir)?;
         let mut recovered = Recovered::default();
         let mut last: Option<(u64, Scan, FsFile)> = None;
         let mut expected_seq: Option<u64> = None;
@@ -245,15 +251,7 @@ pub struct SegmentReport {
 /// Reads every segment in `dir` without changing anything, under the same rules as
 /// [`Log::open`]: what `ferry wal check` prints.
 pub fn check(dir: &Path) -> Result<Vec<SegmentReport>, LogError> {
-    let mut numbers: Vec<u64> = std::fs::read_dir(dir)
-        .map_err(io_at(dir))?
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let name = e.file_name().into_string().ok()?;
-            name.strip_suffix(".wal")?.parse().ok()
-        })
-        .collect();
-    numbers.sort_unstable();
+    let numbers = segment_numbers(dir)?;
     let mut out = Vec::new();
     let mut expected_seq: Option<u64> = None;
     for (i, &number) in numbers.iter().enumerate() {
