@@ -180,7 +180,7 @@ pub struct Connection {
     /// Whether the next bytes from the peer are a protocol header.
     expect_header: bool,
     frames: FrameDecoder,
-    out: BytesMut,
+    out: Output,
     events: VecDeque<Event>,
     last_recv: Instant,
     last_send: Instant,
@@ -201,12 +201,68 @@ pub struct Connection {
     /// A disposition not yet encoded, widened while consecutive deliveries get the same
     /// verdict: one frame then settles a whole batch (§2.7.6 `first`..`last`).
     held_disposition: Option<(u16, Disposition)>,
-    /// Bytes the last `take_output` returned: how much room to give the next batch at once.
-    out_hint: usize,
-    /// Full output buffers waiting for `take_output`, oldest first, ahead of `out`.
+}
+
+/// Encoded output waiting for the owner. Room is made without copying what is already
+/// encoded: a full buffer is sealed and handed out by later `take` calls, and the next one is
+/// sized after the last batch, so a busy connection allocates once per batch and an idle one
+/// stays small. (Growing one buffer frame by frame re-copied the output several times over.)
+#[derive(Debug)]
+struct Output {
+    /// The buffer being written.
+    buf: BytesMut,
+    /// Full buffers, oldest first, ahead of `buf`.
     sealed: VecDeque<Bytes>,
     /// Bytes in `sealed`.
     sealed_len: usize,
+    /// Bytes the last `take` returned: how much room to give the next batch at once.
+    hint: usize,
+}
+
+impl Output {
+    fn new() -> Self {
+        Self {
+            buf: BytesMut::with_capacity(4096),
+            sealed: VecDeque::new(),
+            sealed_len: 0,
+            hint: 0,
+        }
+    }
+
+    /// Everything waiting, in bytes.
+    fn len(&self) -> usize {
+        self.buf.len() + self.sealed_len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.buf.is_empty() && self.sealed.is_empty()
+    }
+
+    /// The buffer to encode into, with room for `need` more bytes.
+    fn room(&mut self, need: usize) -> &mut BytesMut {
+        if self.buf.capacity() - self.buf.len() < need {
+            if !self.buf.is_empty() {
+                let chunk = self.buf.split().freeze();
+                self.sealed_len += chunk.len();
+                self.sealed.push_back(chunk);
+                self.hint = OUT_CHUNK;
+            }
+            self.buf
+                .reserve(need.max(self.hint.min(OUT_CHUNK)).max(1024));
+        }
+        &mut self.buf
+    }
+
+    /// The oldest waiting bytes.
+    fn take(&mut self) -> Bytes {
+        if let Some(chunk) = self.sealed.pop_front() {
+            self.sealed_len -= chunk.len();
+            return chunk;
+        }
+        // A busy connection keeps large buffers; a quiet one's shrink back.
+        self.hint = self.buf.len().max(self.hint / 2);
+        self.buf.split().freeze()
+    }
 }
 
 /// Encoded output beyond which no more transfers are framed until the owner takes it.
@@ -227,7 +283,7 @@ impl Connection {
             state: ConnectionState::Start,
             sasl: SaslPhase::None,
             expect_header: true,
-            out: BytesMut::with_capacity(4096),
+            out: Output::new(),
             events: VecDeque::new(),
             last_recv: now,
             last_send: now,
@@ -242,9 +298,6 @@ impl Connection {
             next_link_id: 1,
             finished: false,
             held_disposition: None,
-            out_hint: 0,
-            sealed: VecDeque::new(),
-            sealed_len: 0,
             cfg,
         };
         if conn.cfg.role == EndpointRole::Client {
@@ -323,7 +376,7 @@ impl Connection {
             && self.is_amqp_open()
             && now.saturating_duration_since(self.last_send) >= peer / 2
         {
-            frames::encode_heartbeat(&mut self.out);
+            frames::encode_heartbeat(self.out.room(8));
             self.last_send = now;
         }
     }
@@ -361,7 +414,7 @@ impl Connection {
     pub fn take_output(&mut self, now: Instant) -> Bytes {
         self.release_disposition();
         self.reopen_windows();
-        if self.out.len() + self.sealed_len < OUTPUT_HIGH_WATER {
+        if self.out.len() < OUTPUT_HIGH_WATER {
             let waiting: Vec<u16> = self
                 .sessions
                 .iter()
@@ -372,16 +425,10 @@ impl Connection {
                 self.flush_session(ch);
             }
         }
-        if !self.out.is_empty() || !self.sealed.is_empty() {
+        if !self.out.is_empty() {
             self.last_send = now;
         }
-        if let Some(chunk) = self.sealed.pop_front() {
-            self.sealed_len -= chunk.len();
-            return chunk;
-        }
-        // A busy connection keeps large buffers; a quiet one's shrink back.
-        self.out_hint = self.out.len().max(self.out_hint / 2);
-        self.out.split().freeze()
+        self.out.take()
     }
 
     /// Sends a session flow wherever our incoming window has fallen below half.
@@ -406,7 +453,6 @@ impl Connection {
     /// Whether output is waiting.
     pub fn has_output(&self) -> bool {
         !self.out.is_empty()
-            || !self.sealed.is_empty()
             || self.held_disposition.is_some()
             || self
                 .sessions
@@ -439,7 +485,7 @@ impl Connection {
     // ----- headers and SASL ----------------------------------------------------------------
 
     fn write_header(&mut self, h: ProtocolHeader) {
-        self.out.extend_from_slice(&h.to_bytes());
+        self.out.room(8).extend_from_slice(&h.to_bytes());
     }
 
     /// Reads a protocol header; returns whether it made progress.
@@ -526,7 +572,7 @@ impl Connection {
 
     fn write_sasl(&mut self, body: &SaslFrameBody) {
         // SASL bodies are small and bounded by MIN-MAX-FRAME-SIZE on both sides (§5.3.1).
-        let _ = frames::encode_frame(&mut self.out, FrameType::Sasl, 0, body, &[], u32::MAX);
+        let _ = frames::encode_frame(self.out.room(512), FrameType::Sasl, 0, body, &[], u32::MAX);
     }
 
     /// Server: the application's verdict on [`Event::SaslInit`].
@@ -725,39 +771,6 @@ impl Connection {
         )
     }
 
-    /// Makes room for `need` more bytes of output without copying what is already encoded:
-    /// a full buffer is sealed and handed out by later `take_output` calls, and the next one
-    /// is sized after the last batch (so a busy connection allocates once per batch, and an
-    /// idle one stays small).
-    fn reserve_out(&mut self, need: usize) {
-        Self::reserve_out_in(
-            &mut self.out,
-            &mut self.sealed,
-            &mut self.sealed_len,
-            &mut self.out_hint,
-            need,
-        );
-    }
-
-    fn reserve_out_in(
-        out: &mut BytesMut,
-        sealed: &mut VecDeque<Bytes>,
-        sealed_len: &mut usize,
-        hint: &mut usize,
-        need: usize,
-    ) {
-        if out.capacity() - out.len() >= need {
-            return;
-        }
-        if !out.is_empty() {
-            let chunk = out.split().freeze();
-            *sealed_len += chunk.len();
-            sealed.push_back(chunk);
-            *hint = OUT_CHUNK;
-        }
-        out.reserve(need.max((*hint).min(OUT_CHUNK)).max(1024));
-    }
-
     fn write_frame(&mut self, channel: u16, p: &Performative, payload: &[u8]) {
         self.release_disposition();
         self.encode_now(channel, p, payload);
@@ -769,27 +782,12 @@ impl Connection {
         if self.close_written() {
             return;
         }
-        self.reserve_out(512 + payload.len());
+        let max_frame = self.remote_max_frame_size;
+        let out = self.out.room(512 + payload.len());
         // Our own performatives always fit: max-frame-size is at least 512 and the only large
         // ones (attach with big terminus maps) are bounded by what the peer sent us.
-        if frames::encode_frame(
-            &mut self.out,
-            FrameType::Amqp,
-            channel,
-            p,
-            payload,
-            self.remote_max_frame_size,
-        )
-        .is_err()
-        {
-            let _ = frames::encode_frame(
-                &mut self.out,
-                FrameType::Amqp,
-                channel,
-                p,
-                payload,
-                u32::MAX,
-            );
+        if frames::encode_frame(out, FrameType::Amqp, channel, p, payload, max_frame).is_err() {
+            let _ = frames::encode_frame(out, FrameType::Amqp, channel, p, payload, u32::MAX);
         }
     }
 
@@ -1833,7 +1831,7 @@ impl Connection {
         };
         // Frame only what the socket can take soon: pending transfers hold shared message
         // bytes, the output buffer holds copies. The owner's next `take_output` continues.
-        while s.remote_incoming_window > 0 && self.out.len() + self.sealed_len < OUTPUT_HIGH_WATER {
+        while s.remote_incoming_window > 0 && self.out.len() < OUTPUT_HIGH_WATER {
             let Some(p) = s.pending.front_mut() else {
                 break;
             };
@@ -1864,15 +1862,8 @@ impl Connection {
             });
             p.offset += n;
             let done = !t.more;
-            Self::reserve_out_in(
-                &mut self.out,
-                &mut self.sealed,
-                &mut self.sealed_len,
-                &mut self.out_hint,
-                128 + n,
-            );
             let _ = frames::encode_frame(
-                &mut self.out,
+                self.out.room(128 + n),
                 FrameType::Amqp,
                 channel,
                 &Performative::Transfer(t),

@@ -86,8 +86,7 @@ pub async fn run(
     report.rss_after_kib = rss(&pid);
     report.kib_per_connection = report.rss_after_kib.saturating_sub(report.rss_before_kib) as f64
         / report.opened.max(1) as f64;
-    for c in open {
-        c.close_quickly();
-    }
+    // Dropped without the close handshake: the sockets just close.
+    drop(open);
     report
 }

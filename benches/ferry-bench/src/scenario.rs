@@ -95,8 +95,14 @@ pub struct Report {
     pub error: Option<String>,
 }
 
+/// What one run's producer and consumer tasks share.
 #[derive(Debug)]
 struct Shared {
+    target: Target,
+    scenario: Scenario,
+    /// Everyone connected (or failed) before the clock starts.
+    barrier: Barrier,
+    start: std::sync::OnceLock<Instant>,
     sent: AtomicU64,
     received: AtomicU64,
     refused: AtomicU64,
@@ -121,6 +127,10 @@ impl Shared {
 /// Runs `s` against `target`; `broker_pid` adds the broker's CPU and memory.
 pub async fn run(target: &Target, s: &Scenario, broker_pid: Option<u32>) -> Report {
     let shared = Arc::new(Shared {
+        target: target.clone(),
+        scenario: s.clone(),
+        barrier: Barrier::new(s.producers + s.consumers + 1),
+        start: std::sync::OnceLock::new(),
         sent: AtomicU64::new(0),
         received: AtomicU64::new(0),
         refused: AtomicU64::new(0),
@@ -130,39 +140,21 @@ pub async fn run(target: &Target, s: &Scenario, broker_pid: Option<u32>) -> Repo
         stop: AtomicBool::new(false),
         error: std::sync::Mutex::new(None),
     });
-    let barrier = Arc::new(Barrier::new(s.producers + s.consumers + 1));
-    let start = Arc::new(std::sync::OnceLock::<Instant>::new());
-    // What every producer and consumer task gets: its own handles on the shared state.
-    let handles = || {
-        (
-            target.clone(),
-            s.clone(),
-            Arc::clone(&shared),
-            Arc::clone(&barrier),
-            Arc::clone(&start),
-        )
-    };
     let consumers: Vec<_> = (0..s.consumers)
-        .map(|i| {
-            let (t, sc, sh, b, st) = handles();
-            tokio::spawn(async move { consume(t, sc, i, sh, b, st).await })
-        })
+        .map(|i| tokio::spawn(consume(Arc::clone(&shared), i)))
         .collect();
     let producers: Vec<_> = (0..s.producers)
-        .map(|i| {
-            let (t, sc, sh, b, st) = handles();
-            tokio::spawn(async move { produce(t, sc, i, sh, b, st).await })
-        })
+        .map(|i| tokio::spawn(produce(Arc::clone(&shared), i)))
         .collect();
     // Everyone is connected and attached (or failed) before the clock starts.
-    let ready = tokio::time::timeout(Duration::from_secs(30), barrier.wait()).await;
+    let ready = tokio::time::timeout(Duration::from_secs(30), shared.barrier.wait()).await;
     if ready.is_err() {
         shared.fail("connections not ready within 30 s".into());
     }
     let client_cpu0 = procstat::self_cpu_secs();
     let sampler = broker_pid.map(Sampler::start);
     let t0 = Instant::now();
-    let _ = start.set(t0);
+    let _ = shared.start.set(t0);
 
     for p in producers {
         let _ = p.await;
@@ -286,16 +278,15 @@ async fn attach(
     Ok(link)
 }
 
-async fn produce(
-    target: Target,
-    s: Scenario,
-    i: usize,
-    shared: Arc<Shared>,
-    barrier: Arc<Barrier>,
-    start: Arc<std::sync::OnceLock<Instant>>,
-) {
+async fn produce(shared: Arc<Shared>, i: usize) {
+    let (target, s, barrier, start) = (
+        &shared.target,
+        &shared.scenario,
+        &shared.barrier,
+        &shared.start,
+    );
     let setup = async {
-        let mut conn = Conn::connect(&target, &format!("ferry-bench-p{i}")).await?;
+        let mut conn = Conn::connect(target, &format!("ferry-bench-p{i}")).await?;
         let address = s.queue_address(i % s.queues.max(1));
         let link = attach(
             &mut conn,
@@ -374,7 +365,7 @@ async fn produce(
             && conn.engine.credit(link).unwrap_or(0) > 0
             && !conn.backlogged()
         {
-            let (due, stamp) = match interval {
+            let stamp = match interval {
                 Some(iv) => {
                     let offset = iv.mul_f64(written as f64);
                     let due = t0 + offset;
@@ -382,11 +373,11 @@ async fn produce(
                         next_due = Some(due);
                         break;
                     }
-                    (due, wall0 + offset.as_nanos() as u64)
+                    // The scheduled time, not the actual one: lateness counts as latency.
+                    wall0 + offset.as_nanos() as u64
                 }
-                None => (now, wall_nanos()),
+                None => wall_nanos(),
             };
-            let _ = due;
             let Some(m) = template.stamped(stamp, written) else {
                 break;
             };
@@ -431,17 +422,16 @@ async fn produce(
     conn.close().await;
 }
 
-async fn consume(
-    target: Target,
-    s: Scenario,
-    i: usize,
-    shared: Arc<Shared>,
-    barrier: Arc<Barrier>,
-    start: Arc<std::sync::OnceLock<Instant>>,
-) -> Histogram<u64> {
+async fn consume(shared: Arc<Shared>, i: usize) -> Histogram<u64> {
+    let (target, s, barrier, start) = (
+        &shared.target,
+        &shared.scenario,
+        &shared.barrier,
+        &shared.start,
+    );
     let mut hist = new_histogram();
     let setup = async {
-        let mut conn = Conn::connect(&target, &format!("ferry-bench-c{i}")).await?;
+        let mut conn = Conn::connect(target, &format!("ferry-bench-c{i}")).await?;
         let address = s.queue_address(i % s.queues.max(1));
         let link = attach(
             &mut conn,

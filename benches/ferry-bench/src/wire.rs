@@ -348,9 +348,6 @@ impl Conn {
         let _ = self.writer.shutdown().await;
     }
 
-    /// Drops the connection without the close handshake (the socket closes).
-    pub fn close_quickly(self) {}
-
     /// Whether output is still waiting to be written.
     pub fn backlogged(&self) -> bool {
         self.pending.len() > 512 * 1024
