@@ -36,6 +36,8 @@ pub struct Config {
     pub queues: QueuesConfig,
     /// `[connection]`: per-connection protocol limits.
     pub connection: ConnectionLimits,
+    /// `[store]`: the write-ahead log of durable queues.
+    pub store: StoreSection,
     /// `[[listeners]]`: where to accept connections.
     pub listeners: Vec<Listener>,
     /// `[[users]]`: the accounts SASL PLAIN checks.
@@ -48,6 +50,7 @@ impl Default for Config {
             broker: BrokerConfig::default(),
             queues: QueuesConfig::default(),
             connection: ConnectionLimits::default(),
+            store: StoreSection::default(),
             listeners: vec![Listener::default()],
             users: Vec::new(),
         }
@@ -93,7 +96,7 @@ impl Default for BrokerConfig {
     fn default() -> Self {
         Self {
             container_id: "ferry".into(),
-            data_dir: PathBuf::from("/var/lib/ferry"),
+            data_dir: PathBuf::from("data"),
             memory_budget: GIB,
             max_queues: 10_000,
             auto_create: true,
@@ -109,13 +112,61 @@ impl Default for BrokerConfig {
 }
 
 /// `[queues]`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct QueuesConfig {
     /// `[queues.defaults]`: limits of every queue that does not set its own.
     pub defaults: QueueLimits,
     /// `[[queues.declare]]`: queues that exist from start-up.
     pub declare: Vec<QueueDecl>,
+    /// Whether queues created by an attach keep durable messages on disk.
+    pub auto_create_durable: bool,
+}
+
+impl Default for QueuesConfig {
+    fn default() -> Self {
+        Self {
+            defaults: QueueLimits::default(),
+            declare: Vec::new(),
+            auto_create_durable: true,
+        }
+    }
+}
+
+/// `[store]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSection {
+    /// When a durable message is on disk relative to its `accepted`.
+    pub sync: SyncMode,
+    /// With `sync = "interval"`: the longest time between syncs.
+    #[serde(deserialize_with = "de_duration")]
+    pub sync_interval: Duration,
+    /// Bytes per log segment file.
+    #[serde(deserialize_with = "de_size")]
+    pub segment_size: u64,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        Self {
+            sync: SyncMode::Always,
+            sync_interval: Duration::from_millis(100),
+            segment_size: 64 * MIB,
+        }
+    }
+}
+
+/// `[store] sync`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncMode {
+    /// Synced before `accepted`.
+    Always,
+    /// Synced at least every `sync_interval`; `accepted` may come first.
+    Interval,
+    /// Never synced: for tests and benchmarks.
+    Never,
 }
 
 /// The depth limits of a queue; 0 means unlimited.
@@ -144,6 +195,13 @@ pub struct QueueDecl {
     /// Largest message this queue accepts, below the broker-wide limit.
     #[serde(default, deserialize_with = "de_opt_size")]
     pub max_message_size: Option<u64>,
+    /// Whether its durable messages are kept on disk (default true).
+    #[serde(default = "yes")]
+    pub durable: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl QueueDecl {
@@ -408,6 +466,28 @@ impl Config {
     }
 
     fn check(&self) -> Result<(), (String, String)> {
+        let st = &self.store;
+        if st.segment_size < MIB || st.segment_size > 4 * GIB {
+            return Err((
+                "store.segment_size".into(),
+                "must be between 1MiB and 4GiB".into(),
+            ));
+        }
+        if st.segment_size < 2 * self.broker.max_message_size + MIB {
+            return Err((
+                "store.segment_size".into(),
+                format!(
+                    "must hold at least two of the largest message (broker.max_message_size = {}) plus 1MiB",
+                    self.broker.max_message_size
+                ),
+            ));
+        }
+        if st.sync == SyncMode::Interval && st.sync_interval.is_zero() {
+            return Err((
+                "store.sync_interval".into(),
+                "must be more than zero (use sync = \"always\" to sync every batch)".into(),
+            ));
+        }
         let b = &self.broker;
         if b.container_id.is_empty() {
             return Err(("broker.container_id".into(), "must not be empty".into()));

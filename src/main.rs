@@ -8,10 +8,12 @@ use std::sync::Arc;
 
 use clap::Parser;
 use ferry::auth::Users;
-use ferry::broker::{BrokerConfig, QueueLimits};
+use ferry::broker::{BrokerConfig, DeclaredQueue, QueueLimits};
 use ferry::cli::{self, Cli, Command, WalCommand};
 use ferry::config::Config;
-use ferry::server::{self, ListenerSpec, ServerSpec};
+use ferry::config::SyncMode;
+use ferry::server::{self, ListenerSpec, ServerSpec, StoreSpec};
+use ferry::store::{StoreConfig, SyncPolicy};
 use ferry::transport::Authenticator;
 
 /// mimalloc instead of glibc's malloc: with several threads, glibc grows and trims its
@@ -77,7 +79,7 @@ fn run(args: &Cli) -> ExitCode {
     runtime.block_on(async move {
         let running = match server::start(server_spec(&config), users).await {
             Ok(r) => r,
-            Err(e) => return fail(&format!("cannot listen: {e}")),
+            Err(e) => return fail(&e),
         };
         tracing::info!(version = env!("CARGO_PKG_VERSION"), "ferry started");
         wait_for_signal().await;
@@ -116,18 +118,31 @@ fn server_spec(config: &Config) -> ServerSpec {
                 .queues
                 .declare
                 .iter()
-                .map(|q| {
-                    let l = q.limits(defaults);
-                    (
-                        q.name.clone(),
-                        limits(&l, q.max_message_size.unwrap_or(b.max_message_size)),
-                    )
+                .map(|q| DeclaredQueue {
+                    name: q.name.clone(),
+                    limits: limits(
+                        &q.limits(defaults),
+                        q.max_message_size.unwrap_or(b.max_message_size),
+                    ),
+                    durable: q.durable,
                 })
                 .collect(),
+            auto_create_durable: config.queues.auto_create_durable,
             link_credit: b.link_credit,
             link_credit_bytes: usize::try_from(b.link_credit_bytes).unwrap_or(usize::MAX),
         },
         shutdown_grace: b.shutdown_grace,
+        store: Some(StoreSpec {
+            dir: b.data_dir.join("wal"),
+            config: StoreConfig {
+                segment_size: config.store.segment_size,
+                sync: match config.store.sync {
+                    SyncMode::Always => SyncPolicy::Always,
+                    SyncMode::Interval => SyncPolicy::Interval(config.store.sync_interval),
+                    SyncMode::Never => SyncPolicy::Never,
+                },
+            },
+        }),
     }
 }
 

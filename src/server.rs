@@ -9,6 +9,8 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::broker::{Broker, BrokerConfig};
 use crate::proto::ConnectionConfig;
+use crate::store::file::FsStorage;
+use crate::store::{Journal, Store, StoreConfig};
 use crate::transport::{self, Authenticator, ConnectionContext};
 
 /// One listening socket and the engine settings of its connections.
@@ -31,6 +33,28 @@ pub struct ServerSpec {
     pub broker: BrokerConfig,
     /// How long connections get to close on shutdown.
     pub shutdown_grace: Duration,
+    /// Where durable queues are kept; `None`: every queue is transient.
+    pub store: Option<StoreSpec>,
+}
+
+/// The write-ahead log's directory and settings.
+#[derive(Debug, Clone)]
+pub struct StoreSpec {
+    /// The log's directory.
+    pub dir: std::path::PathBuf,
+    /// Its settings.
+    pub config: StoreConfig,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener could not bind.
+    #[error("cannot listen: {0}")]
+    Listen(#[from] std::io::Error),
+    /// The write-ahead log could not be opened or is damaged.
+    #[error("cannot open the write-ahead log: {0}")]
+    Store(#[from] crate::store::log::LogError),
 }
 
 /// A running server (for tests and embedding): its bound addresses and a way to stop it.
@@ -43,6 +67,7 @@ pub struct Running {
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     grace: Duration,
+    store: Option<Arc<Store>>,
 }
 
 impl Running {
@@ -55,12 +80,49 @@ impl Running {
             }
         };
         let _ = tokio::time::timeout(self.grace, wait).await;
+        if let Some(store) = self.store {
+            // Whatever the connections queued is written (and synced) before we return.
+            let _ = tokio::task::spawn_blocking(move || store.close()).await;
+        }
     }
 }
 
 /// Binds every listener and starts serving.
-pub async fn start(spec: ServerSpec, auth: Arc<dyn Authenticator>) -> std::io::Result<Running> {
-    let broker = Broker::new(spec.broker.clone());
+pub async fn start(spec: ServerSpec, auth: Arc<dyn Authenticator>) -> Result<Running, StartError> {
+    let store = match &spec.store {
+        Some(s) => {
+            let dir = s.dir.clone();
+            let cfg = s.config;
+            let opened = tokio::task::spawn_blocking(move || {
+                let storage =
+                    FsStorage::new(&dir).map_err(|source| crate::store::log::LogError::Io {
+                        path: dir.clone(),
+                        source,
+                    })?;
+                Store::open(storage, cfg)
+            })
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))??;
+            let (store, recovery) = opened;
+            tracing::info!(
+                dir = %s.dir.display(),
+                queues = recovery.queues.len(),
+                messages = recovery.queues.iter().map(|q| q.messages.len()).sum::<usize>(),
+                records = recovery.records,
+                segments = recovery.segments,
+                mib = recovery.bytes >> 20,
+                ms = recovery.elapsed.as_millis() as u64,
+                "write-ahead log recovered"
+            );
+            Some((store, recovery))
+        }
+        None => None,
+    };
+    let handle = store.as_ref().map(|(s, _)| Arc::clone(s));
+    let broker = Broker::with_store(
+        spec.broker.clone(),
+        store.map(|(s, r)| (s as Arc<dyn Journal>, r)),
+    );
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut addresses = Vec::new();
     let mut tasks = Vec::new();
@@ -84,6 +146,7 @@ pub async fn start(spec: ServerSpec, auth: Arc<dyn Authenticator>) -> std::io::R
         shutdown: shutdown_tx,
         tasks,
         grace: spec.shutdown_grace,
+        store: handle,
     })
 }
 

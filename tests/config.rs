@@ -60,7 +60,10 @@ fn embedded_default_is_the_programmatic_default() {
 fn defaults_are_the_documented_values() {
     let c = Config::default();
     assert_eq!(c.broker.container_id, "ferry");
-    assert_eq!(c.broker.data_dir, PathBuf::from("/var/lib/ferry"));
+    assert_eq!(c.broker.data_dir, PathBuf::from("data"));
+    assert!(c.queues.auto_create_durable);
+    assert_eq!(c.store.sync, ferry::config::SyncMode::Always);
+    assert_eq!(c.store.segment_size, 64 << 20);
     assert_eq!(c.broker.memory_budget, 1 << 30);
     assert_eq!(c.broker.max_queues, 10_000);
     assert!(c.broker.auto_create);

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use ferry::broker::{BrokerConfig, DYNAMIC_PREFIX, QueueLimits};
+use ferry::broker::{BrokerConfig, DYNAMIC_PREFIX, DeclaredQueue, QueueLimits};
 use ferry::proto::ConnectionConfig;
 use ferry_codec::definitions::{
     Error, ErrorCondition, Fields, ReceiverSettleMode, Role, SenderSettleMode, SequenceNo,
@@ -1117,14 +1117,15 @@ async fn must_13_bare_message_relayed_byte_exact() {
 #[tokio::test]
 async fn must_14_every_attach_has_positive_max_message_size() {
     let broker = BrokerConfig {
-        declared: vec![(
-            "small14".into(),
-            QueueLimits {
+        declared: vec![DeclaredQueue {
+            name: "small14".into(),
+            limits: QueueLimits {
                 max_length: 0,
                 max_bytes: 0,
                 max_message_size: 1000,
             },
-        )],
+            durable: false,
+        }],
         ..Default::default()
     };
     let server = common::start_broker(broker).await;

@@ -16,8 +16,11 @@ use ferry_codec::definitions::ErrorCondition;
 
 pub use memory::Memory;
 pub use queue::{
-    ConsumerId, Delivery, Lifetime, Outbound, Queue, QueueKind, QueueLimits, QueueStats, Settlement,
+    ConsumerId, Delivery, Durability, Lifetime, Outbound, Queue, QueueKind, QueueLimits,
+    QueueStats, Settlement,
 };
+
+use crate::store::{Journal, Op, Recovery};
 
 /// Addresses of dynamic nodes start with this; attaching to a missing one never creates it.
 pub const DYNAMIC_PREFIX: &str = "$ferry.tmp.";
@@ -35,8 +38,10 @@ pub struct BrokerConfig {
     pub memory_budget: usize,
     /// Limits of queues not declared with their own.
     pub default_limits: QueueLimits,
-    /// Queues that exist from the start, with their limits.
-    pub declared: Vec<(String, QueueLimits)>,
+    /// Queues that exist from the start.
+    pub declared: Vec<DeclaredQueue>,
+    /// Whether queues created by an attach are durable (when there is a store).
+    pub auto_create_durable: bool,
     /// Most credit granted to one producer link, in messages.
     pub link_credit: u32,
     /// Most credit granted to one producer link, in bytes (with the running average size).
@@ -56,11 +61,27 @@ impl Default for BrokerConfig {
                 max_message_size: 16 << 20,
             },
             declared: Vec::new(),
+            auto_create_durable: true,
             link_credit: 256,
             link_credit_bytes: 1 << 20,
         }
     }
 }
+
+/// A queue declared in config.
+#[derive(Debug, Clone)]
+pub struct DeclaredQueue {
+    /// Its address.
+    pub name: String,
+    /// Its limits.
+    pub limits: QueueLimits,
+    /// Whether its durable messages are stored (when there is a store).
+    pub durable: bool,
+}
+
+/// What a queue's declaration record says besides its name (`props` in the store).
+const PROPS_DECLARED: &[u8] = b"declared";
+const PROPS_AUTO: &[u8] = b"auto";
 
 /// Why an address could not be resolved.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -93,21 +114,65 @@ pub struct Broker {
     next_dynamic: AtomicU64,
     /// Makes dynamic addresses unguessable across restarts.
     instance: u64,
+    journal: Option<Arc<dyn Journal>>,
 }
 
 impl Broker {
-    /// A broker with `cfg`, its declared queues created.
+    /// A broker with `cfg`, its declared queues created, and no store: every queue is
+    /// transient.
     pub fn new(cfg: BrokerConfig) -> Arc<Self> {
+        Self::with_store(cfg, None)
+    }
+
+    /// A broker with `cfg` over a store and what it recovered: the durable queues come back
+    /// with their messages, then the declared queues not already among them are created.
+    pub fn with_store(cfg: BrokerConfig, store: Option<(Arc<dyn Journal>, Recovery)>) -> Arc<Self> {
         let memory = Arc::new(Memory::new(cfg.memory_budget));
         let mut queues = HashMap::new();
-        for (name, limits) in &cfg.declared {
-            queues.insert(
-                name.clone(),
-                Arc::new(Queue::new(
-                    name.clone(),
-                    QueueKind::Declared,
-                    *limits,
+        let journal = store.as_ref().map(|(j, _)| Arc::clone(j));
+        if let Some((journal, recovery)) = store {
+            for rq in recovery.queues {
+                let declared = cfg.declared.iter().find(|d| d.name == rq.name);
+                // A queue no longer declared (or auto-created) keeps its messages, and goes
+                // away like an auto-created one once idle and empty.
+                let (kind, limits) = match declared {
+                    Some(d) => (QueueKind::Declared, d.limits),
+                    None => (QueueKind::AutoCreated, cfg.default_limits),
+                };
+                let q = Queue::with_durability(
+                    rq.name.clone(),
+                    kind,
+                    limits,
                     Arc::clone(&memory),
+                    Some(Durability {
+                        journal: Arc::clone(&journal),
+                        id: rq.id,
+                    }),
+                );
+                tracing::info!(queue = %rq.name, messages = rq.messages.len(), "durable queue recovered");
+                q.restore(rq.messages);
+                if kind == QueueKind::AutoCreated {
+                    q.mark_idle_now(Instant::now());
+                }
+                queues.insert(rq.name, Arc::new(q));
+            }
+        }
+        for d in &cfg.declared {
+            if queues.contains_key(&d.name) {
+                continue;
+            }
+            let durability = journal
+                .as_ref()
+                .filter(|_| d.durable)
+                .map(|j| declare(j, &d.name, PROPS_DECLARED));
+            queues.insert(
+                d.name.clone(),
+                Arc::new(Queue::with_durability(
+                    d.name.clone(),
+                    QueueKind::Declared,
+                    d.limits,
+                    Arc::clone(&memory),
+                    durability,
                 )),
             );
         }
@@ -123,7 +188,13 @@ impl Broker {
             next_connection: AtomicU64::new(1),
             next_dynamic: AtomicU64::new(1),
             instance,
+            journal,
         })
+    }
+
+    /// The store, if durable queues are kept.
+    pub fn journal(&self) -> Option<&Arc<dyn Journal>> {
+        self.journal.as_ref()
     }
 
     fn registry(&self) -> MutexGuard<'_, HashMap<String, Arc<Queue>>> {
@@ -161,11 +232,17 @@ impl Broker {
         if queues.len() >= self.cfg.max_queues {
             return Err(ResolveError::TooManyQueues(self.cfg.max_queues));
         }
-        let q = Arc::new(Queue::new(
+        let durability = self
+            .journal
+            .as_ref()
+            .filter(|_| self.cfg.auto_create_durable)
+            .map(|j| declare(j, address, PROPS_AUTO));
+        let q = Arc::new(Queue::with_durability(
             address.to_string(),
             QueueKind::AutoCreated,
             self.cfg.default_limits,
             Arc::clone(&self.memory),
+            durability,
         ));
         queues.insert(address.to_string(), Arc::clone(&q));
         tracing::debug!(queue = address, "queue auto-created");
@@ -201,6 +278,9 @@ impl Broker {
         match q {
             Some(q) => {
                 q.delete();
+                if let Some(d) = q.durability() {
+                    d.journal.submit(vec![Op::DeleteQueue { queue: d.id }]);
+                }
                 tracing::debug!(queue = address, "queue deleted");
                 true
             }
@@ -251,5 +331,20 @@ impl Broker {
     /// Number of queues.
     pub fn queue_count(&self) -> usize {
         self.registry().len()
+    }
+}
+
+/// Declares a durable queue in the store; the declaration is queued ahead of anything that
+/// could be enqueued on it.
+fn declare(journal: &Arc<dyn Journal>, name: &str, props: &[u8]) -> Durability {
+    let id = journal.next_queue_id();
+    journal.submit(vec![Op::DeclareQueue {
+        queue: id,
+        name: name.to_string(),
+        props: props.to_vec(),
+    }]);
+    Durability {
+        journal: Arc::clone(journal),
+        id,
     }
 }

@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 
 use crate::broker::memory::Memory;
 use crate::proto::LinkId;
+use crate::store::{Journal, Op, RecoveredMessage};
 
 /// Stored messages are copied once into memory of their own size (`Message::compacted` with
 /// no size limit). Left as slices of the read buffers, they would keep those buffers alive
@@ -125,12 +126,47 @@ pub enum Lifetime {
     DeleteOnNoLinksOrMessages,
 }
 
+/// A durable queue's place in the store.
+#[derive(Debug, Clone)]
+pub struct Durability {
+    /// The store.
+    pub journal: Arc<dyn Journal>,
+    /// The queue's id there.
+    pub id: u32,
+}
+
+/// A message held by a queue: in memory, or (after a restart) only in the store until a
+/// consumer is about to get it.
+// Nearly every entry is `Loaded`; boxing it would cost an allocation per message.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+enum Body {
+    Loaded(Message),
+    OnDisk {
+        delivery_count: u32,
+        /// Annotation changes to merge when it is read (as the store keeps them).
+        annotations: Vec<u8>,
+    },
+}
+
 #[derive(Debug)]
 struct Entry {
     id: u64,
-    message: Message,
+    body: Body,
+    /// The message's id in the store, if it is stored.
+    stored: Option<u64>,
     /// Consumers this message must not go to again (modified undeliverable-here).
     excluded: Vec<ConsumerId>,
+}
+
+impl Entry {
+    /// Bytes it holds in memory.
+    fn len(&self) -> usize {
+        match &self.body {
+            Body::Loaded(m) => m.len(),
+            Body::OnDisk { .. } => 0,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -154,7 +190,7 @@ impl Consumer {
         !entry.excluded.contains(&self.id)
             && self
                 .max_message_size
-                .is_none_or(|m| entry.message.len() as u64 <= m)
+                .is_none_or(|m| entry.len() as u64 <= m)
     }
 }
 
@@ -197,7 +233,12 @@ pub struct Queue {
     state: Mutex<State>,
     /// Messages rejected and dropped (no dead-letter queue yet).
     rejected: std::sync::atomic::AtomicU64,
+    durable: Option<Durability>,
 }
+
+/// Bytes a durable queue's store may have waiting to be written before its producers get
+/// no more credit: the writer is behind the disk, and producers must slow down to it.
+const MAX_STORE_BACKLOG: usize = 64 << 20;
 
 impl Queue {
     pub(crate) fn new(
@@ -206,6 +247,16 @@ impl Queue {
         limits: QueueLimits,
         memory: Arc<Memory>,
     ) -> Self {
+        Self::with_durability(name, kind, limits, memory, None)
+    }
+
+    pub(crate) fn with_durability(
+        name: String,
+        kind: QueueKind,
+        limits: QueueLimits,
+        memory: Arc<Memory>,
+        durable: Option<Durability>,
+    ) -> Self {
         Self {
             name,
             kind,
@@ -213,6 +264,38 @@ impl Queue {
             memory,
             state: Mutex::new(State::default()),
             rejected: std::sync::atomic::AtomicU64::new(0),
+            durable,
+        }
+    }
+
+    /// Its place in the store, if it is durable.
+    pub fn durability(&self) -> Option<&Durability> {
+        self.durable.as_ref()
+    }
+
+    /// Puts back messages the store held at start-up, in order. Their bodies stay on disk
+    /// until a consumer is about to get them.
+    pub(crate) fn restore(&self, messages: Vec<RecoveredMessage>) {
+        let mut s = self.lock();
+        for m in messages {
+            let id = s.next_entry;
+            s.next_entry += 1;
+            s.ready.push_back(Entry {
+                id,
+                body: Body::OnDisk {
+                    delivery_count: m.delivery_count,
+                    annotations: m.annotations,
+                },
+                stored: Some(m.msg),
+                excluded: Vec::new(),
+            });
+        }
+    }
+
+    /// Tells the store about `ops` of this queue, if it is durable.
+    fn journal(&self, ops: impl FnOnce(u32) -> Vec<Op>) {
+        if let Some(d) = &self.durable {
+            d.journal.submit(ops(d.id));
         }
     }
 
@@ -271,6 +354,11 @@ impl Queue {
             max => max.saturating_sub(s.bytes) / typical,
         };
         let by_memory = self.memory.available() / typical;
+        if self.durable.as_ref().is_some_and(|d| {
+            d.journal.backlog() > MAX_STORE_BACKLOG || d.journal.failure().is_some()
+        }) {
+            return 0;
+        }
         by_count.min(by_bytes).min(by_memory)
     }
 
@@ -282,9 +370,25 @@ impl Queue {
     /// Adds a message. Granted credit may slightly overshoot the limits (several producers
     /// share the room); the overshoot is bounded by the credit in flight.
     pub fn enqueue(self: &Arc<Self>, message: Message) -> Result<(), ErrorCondition> {
-        if self.limits.max_message_size > 0 && message.len() as u64 > self.limits.max_message_size {
+        self.enqueue_stored(message, None)
+    }
+
+    /// Whether a message of `len` bytes may be enqueued here at all.
+    pub fn check_size(&self, len: usize) -> Result<(), ErrorCondition> {
+        if self.limits.max_message_size > 0 && len as u64 > self.limits.max_message_size {
             return Err(ErrorCondition::MessageSizeExceeded);
         }
+        Ok(())
+    }
+
+    /// Adds a message the store already has under id `stored` (the caller submitted its
+    /// enqueue before calling this, so the store sees the enqueue before any settle).
+    pub fn enqueue_stored(
+        self: &Arc<Self>,
+        message: Message,
+        stored: Option<u64>,
+    ) -> Result<(), ErrorCondition> {
+        self.check_size(message.len())?;
         // Stored messages must not pin the read buffers they arrived in (see COMPACT_BELOW);
         // the copy is made before taking the lock.
         let message = message.compacted(COMPACT_BELOW);
@@ -298,7 +402,8 @@ impl Queue {
         self.memory.charge(message.len());
         s.ready.push_back(Entry {
             id,
-            message,
+            body: Body::Loaded(message),
+            stored,
             excluded: Vec::new(),
         });
         s.idle_since = None;
@@ -368,18 +473,12 @@ impl Queue {
             }
         }
         returned.sort_by_key(|e| e.id);
+        let mut ops = Vec::new();
         for mut entry in returned.into_iter().rev() {
-            let old = entry.message.len();
-            entry.message = with_failed_delivery(&entry.message);
-            let new = entry.message.len();
-            s.bytes = s.bytes.saturating_sub(old) + new;
-            if new >= old {
-                self.memory.charge(new - old);
-            } else {
-                self.memory.refund(old - new);
-            }
+            self.rewrite(&mut s, &mut entry, true, None, &mut ops);
             Self::requeue(&mut s, entry);
         }
+        self.journal(|_| ops);
         Self::mark_idle(&mut s, now);
         self.dispatch(&mut s);
     }
@@ -392,6 +491,12 @@ impl Queue {
         {
             s.idle_since.get_or_insert(now);
         }
+    }
+
+    /// Starts the idle clock now if the queue has no links and no messages (a queue
+    /// restored at start-up).
+    pub(crate) fn mark_idle_now(&self, now: Instant) {
+        Self::mark_idle(&mut self.lock(), now);
     }
 
     /// Since when the queue has had no links and no messages.
@@ -433,15 +538,15 @@ impl Queue {
                 annotations,
             } => {
                 if delivery_failed || annotations.is_some() {
-                    let old = e.message.len();
-                    e.message = modified(&e.message, delivery_failed, annotations.as_ref());
-                    let new = e.message.len();
-                    s.bytes = s.bytes.saturating_sub(old) + new;
-                    if new >= old {
-                        self.memory.charge(new - old);
-                    } else {
-                        self.memory.refund(old - new);
-                    }
+                    let mut ops = Vec::new();
+                    self.rewrite(
+                        &mut s,
+                        &mut e,
+                        delivery_failed,
+                        annotations.as_ref(),
+                        &mut ops,
+                    );
+                    self.journal(|_| ops);
                 }
                 if undeliverable_here {
                     e.excluded.push(consumer);
@@ -463,9 +568,82 @@ impl Queue {
         s.ready.insert(pos, e);
     }
 
+    /// The message is done with: its memory is refunded and the store told.
     fn forget(&self, s: &mut State, e: &Entry) {
-        s.bytes = s.bytes.saturating_sub(e.message.len());
-        self.memory.refund(e.message.len());
+        s.bytes = s.bytes.saturating_sub(e.len());
+        self.memory.refund(e.len());
+        if let Some(msg) = e.stored {
+            self.journal(|queue| vec![Op::Settle { queue, msg }]);
+        }
+    }
+
+    /// Applies a failed delivery and/or annotation changes to an entry, and queues the
+    /// store's update record for it in `ops`.
+    fn rewrite(
+        &self,
+        s: &mut State,
+        e: &mut Entry,
+        delivery_failed: bool,
+        annotations: Option<&Fields>,
+        ops: &mut Vec<Op>,
+    ) {
+        let Body::Loaded(message) = &e.body else {
+            return;
+        };
+        let old = message.len();
+        let message = modified(message, delivery_failed, annotations);
+        let new = message.len();
+        s.bytes = s.bytes.saturating_sub(old) + new;
+        if new >= old {
+            self.memory.charge(new - old);
+        } else {
+            self.memory.refund(old - new);
+        }
+        if let (Some(msg), Some(d)) = (e.stored, &self.durable) {
+            ops.push(Op::Update {
+                queue: d.id,
+                msg,
+                delivery_count: message.header().map_or(0, |h| h.delivery_count),
+                annotations: annotations
+                    .map(|a| ferry_codec::Encode::to_bytes(a).to_vec())
+                    .unwrap_or_default(),
+            });
+        }
+        e.body = Body::Loaded(message);
+    }
+
+    /// Reads an entry's body back from the store if it is only there. `false` if it cannot
+    /// be read: the entry is then dropped (logged) so it cannot block the queue.
+    fn load(&self, s: &mut State, e: &mut Entry) -> bool {
+        let Body::OnDisk {
+            delivery_count,
+            annotations,
+        } = &e.body
+        else {
+            return true;
+        };
+        let (Some(msg), Some(d)) = (e.stored, &self.durable) else {
+            return false;
+        };
+        let loaded = d
+            .journal
+            .read(msg)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| Message::decode(bytes).map_err(|e| e.to_string()))
+            .map(|m| restored(m, *delivery_count, annotations));
+        match loaded {
+            Ok(message) => {
+                s.bytes += message.len();
+                self.memory.charge(message.len());
+                e.body = Body::Loaded(message);
+                true
+            }
+            Err(why) => {
+                tracing::error!(queue = %self.name, msg, why, "a stored message cannot be read; it is dropped");
+                self.journal(|queue| vec![Op::Settle { queue, msg }]);
+                false
+            }
+        }
     }
 
     /// A message the connection could not send after all (credit shrank meanwhile): back to
@@ -515,6 +693,23 @@ impl Queue {
         // excluded for a consumer (modified undeliverable-here) or too large for it must not
         // hold back the messages behind it (within SKIP_SCAN_LIMIT of the head).
         while s.consumers.iter().any(|c| c.credit > 0) {
+            // Entries restored from the store are read back as they near the head.
+            let credit: usize = s.consumers.iter().map(|c| c.credit as usize).sum();
+            let mut i = 0;
+            while i < credit.min(SKIP_SCAN_LIMIT).min(s.ready.len()) {
+                let on_disk = s
+                    .ready
+                    .get(i)
+                    .is_some_and(|e| matches!(e.body, Body::OnDisk { .. }));
+                if on_disk && let Some(mut e) = s.ready.remove(i) {
+                    if self.load(s, &mut e) {
+                        s.ready.insert(i, e);
+                    } else {
+                        continue;
+                    }
+                }
+                i += 1;
+            }
             let mut chosen = None;
             'scan: for (pos, entry) in s.ready.iter().take(SKIP_SCAN_LIMIT).enumerate() {
                 for k in 0..n {
@@ -541,7 +736,12 @@ impl Queue {
             };
             c.credit -= 1;
             let (id, presettled) = (c.id, c.presettled);
-            let message = entry.message.clone();
+            let Body::Loaded(message) = &entry.body else {
+                // Loaded above; if not, put it back and stop this round.
+                Self::requeue(s, entry);
+                break;
+            };
+            let message = message.clone();
             let entry_id = entry.id;
             let queue = Arc::clone(self);
             // Pre-settled: forgotten once handed over; unsettled: kept until the outcome.
@@ -588,9 +788,37 @@ impl Queue {
     }
 }
 
-/// The message with its header's delivery-count raised by one (§3.4.5 delivery-failed).
-fn with_failed_delivery(message: &Message) -> Message {
-    modified(message, true, None)
+/// A message read back from the store with what happened to it since it was stored: its
+/// delivery-count, and annotation changes (each an encoded map, oldest first).
+fn restored(message: Message, delivery_count: u32, annotations: &[u8]) -> Message {
+    let mut message = message;
+    for change in crate::store::index::annotation_changes(annotations) {
+        let bytes = bytes::Bytes::copy_from_slice(change);
+        if let Ok(fields) =
+            ferry_codec::Decoder::decode_exact::<Fields>(&bytes, ferry_codec::DecodeLimits::DEFAULT)
+        {
+            message = modified(&message, false, Some(&fields));
+        }
+    }
+    if delivery_count == 0 {
+        return message;
+    }
+    let mut header: Header = message.header().unwrap_or_default();
+    header.delivery_count = delivery_count;
+    header.first_acquirer = false;
+    let da = message
+        .delivery_annotations()
+        .ok()
+        .flatten()
+        .map(ferry_codec::messaging::DeliveryAnnotations);
+    let ma = message
+        .message_annotations()
+        .ok()
+        .flatten()
+        .map(MessageAnnotations);
+    message
+        .reannotate(Some(&header), da.as_ref(), ma.as_ref())
+        .unwrap_or(message)
 }
 
 /// Rewrites the header and message-annotations of `message`; the bare message is shared.

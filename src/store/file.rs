@@ -4,9 +4,20 @@
 //! file in memory that keeps only what a completed sync covered when the "power" goes, can
 //! tear the last write at a sector boundary, flip bits, and fail writes or syncs on demand.
 
-use std::fs::File;
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Positioned reads, shared between the writer and readers of message bodies.
+pub trait ReadAt: Send + Sync {
+    /// Reads into `buf` from `offset`; returns how many bytes were read (short at the end).
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize>;
+    /// The file's size.
+    fn size(&self) -> io::Result<u64>;
+}
 
 /// One segment file.
 pub trait SegmentFile {
@@ -44,11 +55,7 @@ impl FsFile {
     }
 }
 
-impl SegmentFile for FsFile {
-    fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
-        self.0.write_all_at(data, offset)
-    }
-
+impl ReadAt for FsFile {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
         let mut done = 0;
         while done < buf.len() {
@@ -61,6 +68,20 @@ impl SegmentFile for FsFile {
             }
         }
         Ok(done)
+    }
+
+    fn size(&self) -> io::Result<u64> {
+        Ok(self.0.metadata()?.len())
+    }
+}
+
+impl SegmentFile for FsFile {
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.0.write_all_at(data, offset)
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        ReadAt::read_at(self, offset, buf)
     }
 
     fn sync_data(&mut self) -> io::Result<()> {
@@ -175,5 +196,316 @@ impl SegmentFile for FaultFile {
 
     fn len(&self) -> io::Result<u64> {
         Ok(self.visible.len() as u64)
+    }
+}
+
+/// The directory the log's segment files live in, numbered `1, 2, …`. Every operation that
+/// changes the directory (create, rename, remove) is durable when it returns: a segment's
+/// data synced into a file whose directory entry a power loss could undo would be lost all
+/// the same.
+pub trait Storage: Send + Sync + 'static {
+    /// A segment file open for writing.
+    type File: SegmentFile + Send;
+    /// The numbers of the segments present, in order.
+    fn numbers(&self) -> io::Result<Vec<u64>>;
+    /// Opens an existing segment.
+    fn open(&mut self, number: u64) -> io::Result<Self::File>;
+    /// Creates segment `number`, `size` bytes long: a retired file reused if one is kept
+    /// (its old records stay, under an older generation), else a new preallocated one.
+    fn create(&mut self, number: u64, size: u64) -> io::Result<Self::File>;
+    /// Takes a segment out of the log, keeping its file for reuse if fewer than
+    /// [`SPARE_FILES`] are kept, else deleting it.
+    fn retire(&mut self, number: u64) -> io::Result<()>;
+    /// A handle to read segment `number` from any thread, valid even after it is removed.
+    fn reader(&self, number: u64) -> io::Result<Arc<dyn ReadAt>>;
+    /// How a segment is named in errors and reports.
+    fn name(&self, number: u64) -> PathBuf;
+    /// Bytes free on the device, if known.
+    fn free_space(&self) -> Option<u64>;
+}
+
+/// Retired segment files kept for reuse: preallocating a segment writes it whole once, and
+/// reusing one instead saves that write.
+pub const SPARE_FILES: usize = 2;
+
+/// Segments as files `00000001.wal`, `00000002.wal`, … in a directory.
+#[derive(Debug, Clone)]
+pub struct FsStorage {
+    dir: PathBuf,
+}
+
+impl FsStorage {
+    /// Storage in `dir`, created if missing.
+    pub fn new(dir: &Path) -> io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        Ok(Self::existing(dir))
+    }
+
+    /// Storage in `dir` as it is, for reading only (`ferry wal check`).
+    pub fn existing(dir: &Path) -> Self {
+        Self {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// A file kept for reuse by [`Storage::retire`].
+    fn spare_path(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("spare-{i}.wal.free"))
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn sync_dir(&self) -> io::Result<()> {
+        File::open(&self.dir)?.sync_all()
+    }
+
+    fn open_rw(&self, number: u64) -> io::Result<FsFile> {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(self.name(number))
+            .map(FsFile)
+    }
+}
+
+impl Storage for FsStorage {
+    type File = FsFile;
+
+    fn numbers(&self) -> io::Result<Vec<u64>> {
+        let mut numbers: Vec<u64> = std::fs::read_dir(&self.dir)?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                name.strip_suffix(".wal")?.parse().ok()
+            })
+            .collect();
+        numbers.sort_unstable();
+        Ok(numbers)
+    }
+
+    fn open(&mut self, number: u64) -> io::Result<FsFile> {
+        self.open_rw(number)
+    }
+
+    fn create(&mut self, number: u64, size: u64) -> io::Result<FsFile> {
+        for i in 0..SPARE_FILES {
+            let spare = self.spare_path(i);
+            if spare.exists() {
+                std::fs::rename(&spare, self.name(number))?;
+                self.sync_dir()?;
+                let mut file = self.open_rw(number)?;
+                file.preallocate(size)?;
+                return Ok(file);
+            }
+        }
+        // Written under a temporary name and renamed once full size, so a crash never leaves
+        // a numbered segment that is short or has no header.
+        let tmp = self.dir.join(format!("{number:08}.wal.new"));
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(&tmp)?;
+        let mut file = FsFile(f);
+        file.preallocate(size)?;
+        std::fs::rename(&tmp, self.name(number))?;
+        self.sync_dir()?;
+        Ok(file)
+    }
+
+    fn retire(&mut self, number: u64) -> io::Result<()> {
+        match (0..SPARE_FILES)
+            .map(|i| self.spare_path(i))
+            .find(|p| !p.exists())
+        {
+            Some(spare) => std::fs::rename(self.name(number), spare)?,
+            None => std::fs::remove_file(self.name(number))?,
+        }
+        self.sync_dir()
+    }
+
+    fn reader(&self, number: u64) -> io::Result<Arc<dyn ReadAt>> {
+        let f = File::open(self.name(number))?;
+        Ok(Arc::new(FsFile(f)))
+    }
+
+    fn name(&self, number: u64) -> PathBuf {
+        self.dir.join(format!("{number:08}.wal"))
+    }
+
+    fn free_space(&self) -> Option<u64> {
+        free_bytes(&self.dir)
+    }
+}
+
+/// Free bytes for unprivileged users on the filesystem holding `path` (`statvfs`).
+// The field types differ between targets, hence the conversions.
+#[allow(unsafe_code, clippy::useless_conversion)]
+fn free_bytes(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: an all-zero `statvfs` is a valid value of this plain C struct.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a NUL-terminated path and `st` a valid struct the call fills in.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    (rc == 0).then(|| u64::from(st.f_bavail).saturating_mul(u64::from(st.f_frsize)))
+}
+
+/// A [`FaultFile`] shared between the log and the test that will pull the plug on it.
+#[derive(Debug, Clone, Default)]
+pub struct SharedFault(Arc<Mutex<FaultFile>>);
+
+impl SharedFault {
+    fn lock(&self) -> MutexGuard<'_, FaultFile> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl ReadAt for SharedFault {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        self.lock().read_at(offset, buf)
+    }
+    fn size(&self) -> io::Result<u64> {
+        self.lock().len()
+    }
+}
+
+impl SegmentFile for SharedFault {
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.lock().write_at(offset, data)
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        self.lock().read_at(offset, buf)
+    }
+    fn sync_data(&mut self) -> io::Result<()> {
+        self.lock().sync_data()
+    }
+    fn len(&self) -> io::Result<u64> {
+        self.lock().len()
+    }
+}
+
+/// A directory of [`FaultFile`]s in memory (for tests). Directory changes are durable at
+/// once, as [`FsStorage`] makes them; file contents obey the fault file's rules.
+#[derive(Debug, Clone, Default)]
+pub struct FaultStorage {
+    inner: Arc<Mutex<FaultDir>>,
+}
+
+#[derive(Debug, Default)]
+struct FaultDir {
+    files: BTreeMap<u64, SharedFault>,
+    spares: Vec<SharedFault>,
+    /// Set by [`FaultStorage::pull_plug`]: every write and sync fails from then on.
+    dead: bool,
+    free: Option<u64>,
+}
+
+impl FaultStorage {
+    fn lock(&self) -> MutexGuard<'_, FaultDir> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The power goes: from now on nothing is written, and every write not covered by a
+    /// completed sync is lost, the most recent one torn after `torn_sectors` sectors.
+    pub fn pull_plug(&self, torn_sectors: usize) {
+        let mut dir = self.lock();
+        dir.dead = true;
+        for f in dir.files.values() {
+            let mut f = f.lock();
+            f.fail_writes = usize::MAX;
+            f.fail_syncs = usize::MAX;
+        }
+        // Only the newest file can have unsynced writes (the log syncs before it rolls).
+        let newest = dir.files.keys().next_back().copied();
+        for (n, f) in &dir.files {
+            f.lock()
+                .power_loss(if Some(*n) == newest { torn_sectors } else { 0 });
+        }
+    }
+
+    /// Power is back: files accept writes again (what was lost stays lost).
+    pub fn restore(&self) {
+        let mut dir = self.lock();
+        dir.dead = false;
+        for f in dir.files.values() {
+            let mut f = f.lock();
+            f.fail_writes = 0;
+            f.fail_syncs = 0;
+        }
+    }
+
+    /// Pretends the device has `bytes` free (`None`: unknown).
+    pub fn set_free_space(&self, bytes: Option<u64>) {
+        self.lock().free = bytes;
+    }
+
+    /// Runs `f` on segment `number`'s file (to flip bits or fail writes).
+    pub fn with_file<R>(&self, number: u64, f: impl FnOnce(&mut FaultFile) -> R) -> Option<R> {
+        let dir = self.lock();
+        dir.files.get(&number).map(|file| f(&mut file.lock()))
+    }
+
+    fn check_alive(dir: &FaultDir) -> io::Result<()> {
+        if dir.dead {
+            Err(io::Error::other("injected: the power is off"))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl Storage for FaultStorage {
+    type File = SharedFault;
+
+    fn numbers(&self) -> io::Result<Vec<u64>> {
+        Ok(self.lock().files.keys().copied().collect())
+    }
+
+    fn open(&mut self, number: u64) -> io::Result<SharedFault> {
+        self.lock()
+            .files
+            .get(&number)
+            .cloned()
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
+    }
+
+    fn create(&mut self, number: u64, size: u64) -> io::Result<SharedFault> {
+        let mut dir = self.lock();
+        Self::check_alive(&dir)?;
+        let f = match dir.spares.pop() {
+            Some(f) => f,
+            None => SharedFault(Arc::new(Mutex::new(FaultFile::new(size as usize)))),
+        };
+        dir.files.insert(number, f.clone());
+        Ok(f)
+    }
+
+    fn retire(&mut self, number: u64) -> io::Result<()> {
+        let mut dir = self.lock();
+        Self::check_alive(&dir)?;
+        if let Some(f) = dir.files.remove(&number)
+            && dir.spares.len() < SPARE_FILES
+        {
+            dir.spares.push(f);
+        }
+        Ok(())
+    }
+
+    fn reader(&self, number: u64) -> io::Result<Arc<dyn ReadAt>> {
+        let f = self.clone().open(number)?;
+        Ok(Arc::new(f))
+    }
+
+    fn name(&self, number: u64) -> PathBuf {
+        PathBuf::from(format!("fault/{number:08}.wal"))
+    }
+
+    fn free_space(&self) -> Option<u64> {
+        self.lock().free
     }
 }

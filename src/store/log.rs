@@ -6,13 +6,13 @@
 //! opening fails with the file and offset. The last segment may end in a torn tail, which is
 //! truncated (see [`segment`](super::segment) for the rule).
 
-use std::fs::OpenOptions;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use super::file::FsFile;
+use super::file::{FsStorage, ReadAt, Storage};
 use super::record::Kind;
-use super::segment::{AppendError, Scan, ScanEnd, Scanned, Segment, scan};
+use super::segment::{AppendError, ScanEnd, Segment, scan};
 
 /// Why the log cannot be opened or written.
 #[derive(Debug, thiserror::Error)]
@@ -40,77 +40,87 @@ pub enum LogError {
     TooLarge(usize),
 }
 
-fn io_at(path: &Path) -> impl FnOnce(io::Error) -> LogError + '_ {
-    move |source| LogError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+fn io_at(path: PathBuf) -> impl FnOnce(io::Error) -> LogError {
+    move |source| LogError::Io { path, source }
+}
+
+/// Where a record is: its segment, its offset there, and its sequence number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Place {
+    /// The segment's number.
+    pub segment: u64,
+    /// The record's first byte in the segment.
+    pub offset: u64,
+    /// The record's sequence number.
+    pub seq: u64,
 }
 
 /// An open log.
 #[derive(Debug)]
-pub struct Log {
-    dir: PathBuf,
+pub struct Log<S: Storage = FsStorage> {
+    storage: S,
     capacity: u64,
+    /// Number of the oldest segment kept.
+    first: u64,
     /// Number of the segment being written.
     number: u64,
-    current: Segment<FsFile>,
+    current: Segment<S::File>,
     syncs: u64,
 }
 
-/// What [`Log::open`] found: every committed record, in order.
-#[derive(Debug, Default)]
+/// What [`Log::open`] found, besides the records it handed to the visitor.
+#[derive(Debug, Default, Clone, Copy)]
 pub struct Recovered {
-    /// The records.
-    pub records: Vec<Scanned>,
+    /// Committed records.
+    pub records: u64,
     /// Segments read.
     pub segments: usize,
+    /// Bytes of segment files read.
+    pub bytes: u64,
 }
 
-fn segment_path(dir: &Path, number: u64) -> PathBuf {
-    dir.join(format!("{number:08}.wal"))
+/// Every record of a log, as [`Log::open`] collects them.
+pub type Records = Vec<(Place, Kind, Vec<u8>)>;
+
+impl Log<FsStorage> {
+    /// Opens the log in directory `dir` (see [`Log::open_in`]), collecting every record:
+    /// for tests and tools; the broker streams them instead.
+    pub fn open(dir: &Path, capacity: u64) -> Result<(Self, Records), LogError> {
+        let storage = FsStorage::new(dir).map_err(io_at(dir.to_path_buf()))?;
+        let mut records = Vec::new();
+        let (log, _) = Log::open_in(storage, capacity, |place, kind, payload| {
+            records.push((place, kind, payload.to_vec()));
+            Ok(())
+        })?;
+        Ok((log, records))
+    }
 }
 
-/// The numbers of the segment files in `dir`, in order.
-fn segment_numbers(dir: &Path) -> Result<Vec<u64>, LogError> {
-    let mut numbers: Vec<u64> = std::fs::read_dir(dir)
-        .map_err(io_at(dir))?
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let name = e.file_name().into_string().ok()?;
-            name.strip_suffix(".wal")?.parse().ok()
-        })
-        .collect();
-    numbers.sort_unstable();
-    Ok(numbers)
-}
-
-fn open_file(path: &Path, capacity: u64) -> Result<FsFile, LogError> {
-    let f = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(path)
-        .map_err(io_at(path))?;
-    let mut file = FsFile(f);
-    file.preallocate(capacity).map_err(io_at(path))?;
-    Ok(file)
-}
-
-impl Log {
-    /// Opens (creating if needed) the log in `dir` with segments of `capacity` bytes, and
-    /// returns what it holds.
-    pub fn open(dir: &Path, capacity: u64) -> Result<(Self, Recovered), LogError> {
-        std::fs::create_dir_all(dir).map_err(io_at(dir))?;
-        let numbers = segment_numbers(dir)?;
+impl<S: Storage> Log<S> {
+    /// Opens (creating if needed) the log in `storage` with segments of `capacity` bytes,
+    /// handing every committed record, in order, to `visit`. A visitor error stops the open
+    /// and is reported as corruption at that record.
+    pub fn open_in(
+        mut storage: S,
+        capacity: u64,
+        mut visit: impl FnMut(Place, Kind, &[u8]) -> Result<(), String>,
+    ) -> Result<(Self, Recovered), LogError> {
+        let numbers = storage.numbers().map_err(io_at(storage.name(0)))?;
         let mut recovered = Recovered::default();
-        let mut last: Option<(u64, Scan, FsFile)> = None;
+        let mut last = None;
         let mut expected_seq: Option<u64> = None;
+        let mut max_generation = 0;
         for (i, &number) in numbers.iter().enumerate() {
-            let path = segment_path(dir, number);
-            let file = open_file(&path, 0)?;
-            let s = scan(&file).map_err(io_at(&path))?;
+            let path = storage.name(number);
+            if i > 0 && numbers.get(i - 1) != Some(&(number - 1)) {
+                return Err(LogError::Corrupt {
+                    path,
+                    offset: 0,
+                    why: "the segment before it is missing".into(),
+                });
+            }
+            let file = storage.open(number).map_err(io_at(path.clone()))?;
+            let s = scan(&file).map_err(io_at(path.clone()))?;
             let is_last = i + 1 == numbers.len();
             if let Some(seq) = expected_seq
                 && s.first_seq != seq
@@ -138,33 +148,48 @@ impl Log {
                 }
                 _ => {}
             }
+            for r in &s.records {
+                let place = Place {
+                    segment: number,
+                    offset: r.offset,
+                    seq: r.seq,
+                };
+                visit(place, r.kind, s.payload(r)).map_err(|why| LogError::Corrupt {
+                    path: path.clone(),
+                    offset: r.offset,
+                    why,
+                })?;
+            }
             expected_seq = Some(s.next_seq);
+            max_generation = max_generation.max(s.generation);
             recovered.segments += 1;
-            recovered.records.extend(s.records.iter().cloned());
+            recovered.records += s.records.len() as u64;
+            recovered.bytes += s.data.len() as u64;
             if is_last {
                 last = Some((number, s, file));
             }
         }
+        let first = numbers.first().copied().unwrap_or(1);
         let (number, current) = match last {
             Some((number, s, file)) => {
-                let path = segment_path(dir, number);
-                let seg =
-                    Segment::resume(file, &s, capacity.max(s.dirty_end)).map_err(io_at(&path))?;
+                let seg = Segment::resume(file, &s, capacity.max(s.dirty_end))
+                    .map_err(io_at(storage.name(number)))?;
                 (number, seg)
             }
             None => {
-                let path = segment_path(dir, 1);
-                let file = open_file(&path, capacity)?;
+                let path = storage.name(1);
+                let file = storage.create(1, capacity).map_err(io_at(path.clone()))?;
                 (
                     1,
-                    Segment::create(file, 1, 0, capacity).map_err(io_at(&path))?,
+                    Segment::create(file, max_generation + 1, 0, capacity).map_err(io_at(path))?,
                 )
             }
         };
         Ok((
             Self {
-                dir: dir.to_path_buf(),
+                storage,
                 capacity,
+                first,
                 number,
                 current,
                 syncs: 0,
@@ -174,19 +199,31 @@ impl Log {
     }
 
     /// Adds a record to the open batch, moving to a new segment (after committing the batch
-    /// so far) when this one is full. Returns the record's sequence number.
-    pub fn append(&mut self, kind: Kind, payload: &[u8]) -> Result<u64, LogError> {
+    /// so far) when this one is full. Returns where the record will be.
+    pub fn append(&mut self, kind: Kind, payload: &[u8]) -> Result<Place, LogError> {
+        let offset = self.current.next_offset();
         match self.current.append(kind, payload) {
-            Ok(seq) => Ok(seq),
+            Ok(seq) => Ok(Place {
+                segment: self.number,
+                offset,
+                seq,
+            }),
             Err(AppendError::Full) => {
                 self.commit()?;
                 self.roll()?;
-                self.current
+                let offset = self.current.next_offset();
+                let seq = self
+                    .current
                     .append(kind, payload)
-                    .map_err(|_| LogError::TooLarge(payload.len()))
+                    .map_err(|_| LogError::TooLarge(payload.len()))?;
+                Ok(Place {
+                    segment: self.number,
+                    offset,
+                    seq,
+                })
             }
             Err(AppendError::Failed) => Err(LogError::Io {
-                path: segment_path(&self.dir, self.number),
+                path: self.storage.name(self.number),
                 source: io::Error::other("the log failed earlier"),
             }),
         }
@@ -199,8 +236,8 @@ impl Log {
 
     /// Writes the open batch, syncing it only if `sync` (see [`Segment::commit_with`]).
     pub fn commit_with(&mut self, sync: bool) -> Result<(), LogError> {
-        let path = segment_path(&self.dir, self.number);
-        self.current.commit_with(sync).map_err(io_at(&path))?;
+        let path = self.storage.name(self.number);
+        self.current.commit_with(sync).map_err(io_at(path))?;
         if sync {
             self.syncs += 1;
         }
@@ -209,8 +246,8 @@ impl Log {
 
     /// Makes everything written so far durable.
     pub fn sync(&mut self) -> Result<(), LogError> {
-        let path = segment_path(&self.dir, self.number);
-        self.current.sync().map_err(io_at(&path))?;
+        let path = self.storage.name(self.number);
+        self.current.sync().map_err(io_at(path))?;
         self.syncs += 1;
         Ok(())
     }
@@ -220,12 +257,52 @@ impl Log {
         self.syncs
     }
 
-    fn roll(&mut self) -> Result<(), LogError> {
+    /// The oldest segment kept and the one being written.
+    pub fn segments(&self) -> (u64, u64) {
+        (self.first, self.number)
+    }
+
+    /// The segment size.
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    /// Drops the oldest segments up to and including `number` (never the one being written),
+    /// oldest first, so a crash in between leaves no gap.
+    pub fn retire_through(&mut self, number: u64) -> Result<(), LogError> {
+        while self.first <= number && self.first < self.number {
+            let path = self.storage.name(self.first);
+            self.storage.retire(self.first).map_err(io_at(path))?;
+            self.first += 1;
+        }
+        Ok(())
+    }
+
+    /// A reader for segment `number`, usable from other threads.
+    pub fn reader(&self, number: u64) -> Result<Arc<dyn ReadAt>, LogError> {
+        self.storage
+            .reader(number)
+            .map_err(io_at(self.storage.name(number)))
+    }
+
+    /// The storage underneath.
+    pub fn storage(&self) -> &S {
+        &self.storage
+    }
+
+    /// Moves to a new segment. Only called right after a commit (which synced), so every
+    /// segment but the last always ends clean.
+    pub fn roll(&mut self) -> Result<(), LogError> {
         let next = self.number + 1;
-        let path = segment_path(&self.dir, next);
-        let file = open_file(&path, self.capacity)?;
+        let path = self.storage.name(next);
+        let file = self
+            .storage
+            .create(next, self.capacity)
+            .map_err(io_at(path.clone()))?;
         let seq = self.current.next_seq();
-        self.current = Segment::create(file, 1, seq, self.capacity).map_err(io_at(&path))?;
+        let generation = self.current.generation() + 1;
+        self.current =
+            Segment::create(file, generation, seq, self.capacity).map_err(io_at(path))?;
         self.number = next;
         Ok(())
     }
@@ -251,17 +328,16 @@ pub struct SegmentReport {
 /// Reads every segment in `dir` without changing anything, under the same rules as
 /// [`Log::open`]: what `ferry wal check` prints.
 pub fn check(dir: &Path) -> Result<Vec<SegmentReport>, LogError> {
-    let numbers = segment_numbers(dir)?;
+    let storage = FsStorage::existing(dir);
+    let numbers = storage.numbers().map_err(io_at(dir.to_path_buf()))?;
     let mut out = Vec::new();
     let mut expected_seq: Option<u64> = None;
     for (i, &number) in numbers.iter().enumerate() {
-        let path = segment_path(dir, number);
+        let path = storage.name(number);
         let is_last = i + 1 == numbers.len();
-        let file = OpenOptions::new()
-            .read(true)
-            .open(&path)
-            .map(FsFile)
-            .map_err(io_at(&path))?;
+        let file = std::fs::File::open(&path)
+            .map(super::file::FsFile)
+            .map_err(io_at(path.clone()))?;
         let report = match scan(&file) {
             Err(e) => SegmentReport {
                 path,
@@ -323,7 +399,7 @@ mod tests {
     fn records_survive_reopening_across_segments() {
         let dir = temp_dir("reopen");
         let (mut log, r) = Log::open(&dir, 8192).unwrap();
-        assert!(r.records.is_empty());
+        assert!(r.is_empty());
         for i in 0..300u32 {
             log.append(Kind::Enqueue, &i.to_le_bytes()).unwrap();
             if i % 7 == 0 {
@@ -333,11 +409,10 @@ mod tests {
         log.commit().unwrap();
         drop(log);
         let (mut log, r) = Log::open(&dir, 8192).unwrap();
-        assert!(r.segments > 1, "{} segments", r.segments);
+        assert!(r.last().unwrap().0.segment > 1);
         let got: Vec<u32> = r
-            .records
             .iter()
-            .map(|s| u32::from_le_bytes(s.payload.clone().try_into().unwrap()))
+            .map(|(_, _, p)| u32::from_le_bytes(p.clone().try_into().unwrap()))
             .collect();
         assert_eq!(got, (0..300).collect::<Vec<_>>());
         // And the log goes on where it stopped.
@@ -345,8 +420,8 @@ mod tests {
         log.commit().unwrap();
         drop(log);
         let (_, r) = Log::open(&dir, 8192).unwrap();
-        assert_eq!(r.records.len(), 301);
-        assert_eq!(r.records.last().unwrap().payload, b"after");
+        assert_eq!(r.len(), 301);
+        assert_eq!(r.last().unwrap().2, b"after");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -359,7 +434,7 @@ mod tests {
             log.commit().unwrap();
         }
         drop(log);
-        let first = segment_path(&dir, 1);
+        let first = dir.join("00000001.wal");
         let mut bytes = std::fs::read(&first).unwrap();
         bytes[200] ^= 0x10;
         std::fs::write(&first, &bytes).unwrap();

@@ -87,7 +87,8 @@ impl<F: SegmentFile> Segment<F> {
         if self.failed {
             return Err(AppendError::Failed);
         }
-        let need = (HEADER_LEN + payload.len()) as u64 + HEADER_LEN as u64;
+        // The record, the batch's commit record, and the end marker after it.
+        let need = (HEADER_LEN + payload.len()) as u64 + 2 * HEADER_LEN as u64;
         if payload.len() > record::MAX_PAYLOAD
             || self.pos + self.batch.len() as u64 + need > self.capacity
         {
@@ -123,13 +124,18 @@ impl<F: SegmentFile> Segment<F> {
             &[],
         );
         self.next_seq += 1;
+        let len = self.batch.len() as u64;
+        // An end marker (a zero header) follows every batch without counting as written:
+        // the next batch overwrites it. It makes a scan stop cleanly here even in a recycled
+        // file, whose old records would otherwise follow the new ones.
+        self.batch.extend_from_slice(&[0u8; HEADER_LEN]);
         let mut result = self.file.write_at(self.pos, &self.batch);
         if sync && result.is_ok() {
             result = self.file.sync_data();
         }
         match result {
             Ok(()) => {
-                self.pos += self.batch.len() as u64;
+                self.pos += len;
                 self.batch.clear();
                 Ok(())
             }
@@ -168,6 +174,16 @@ impl<F: SegmentFile> Segment<F> {
         })
     }
 
+    /// Where the next appended record will start in the file.
+    pub fn next_offset(&self) -> u64 {
+        self.pos + self.batch.len() as u64
+    }
+
+    /// The segment's generation.
+    pub fn generation(&self) -> u32 {
+        self.generation
+    }
+
     /// The sequence number the next record gets.
     pub fn next_seq(&self) -> u64 {
         self.next_seq
@@ -179,15 +195,17 @@ impl<F: SegmentFile> Segment<F> {
     }
 }
 
-/// A record found by [`scan`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A record found by [`scan`]; its payload is [`Scan::payload`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Scanned {
     /// Its sequence number.
     pub seq: u64,
     /// What it says.
     pub kind: Kind,
-    /// Its payload.
-    pub payload: Vec<u8>,
+    /// Where the record starts in the segment.
+    pub offset: u64,
+    /// Its payload's length.
+    pub len: u32,
 }
 
 /// How a scan ended.
@@ -227,8 +245,20 @@ pub struct Scan {
     pub committed_end: u64,
     /// The sequence number after the last commit record.
     pub next_seq: u64,
-    /// One past the last non-zero byte of the file.
+    /// Where bytes this generation may have written end: resuming zeroes up to here.
     pub dirty_end: u64,
+    /// The segment's bytes, which the records' payloads are read from.
+    pub data: Vec<u8>,
+}
+
+impl Scan {
+    /// The payload of `r`, one of this scan's records.
+    pub fn payload(&self, r: &Scanned) -> &[u8] {
+        let start = r.offset as usize + HEADER_LEN;
+        self.data
+            .get(start..start + r.len as usize)
+            .unwrap_or_default()
+    }
 }
 
 /// Reads a segment back under the recovery rule (module docs).
@@ -275,23 +305,34 @@ pub fn scan<F: SegmentFile>(file: &F) -> io::Result<Scan> {
                     pending.push(Scanned {
                         seq: r.seq,
                         kind: r.kind,
-                        payload: r.payload.to_vec(),
+                        offset: pos as u64,
+                        len: r.payload.len() as u32,
                     });
                 }
                 pos += used;
                 seq += 1;
             }
             Decoded::End => break ScanEnd::Clean { offset: pos as u64 },
+            // A record of the file's previous use (it was recycled): the end of this one.
+            Decoded::Stale if rest.get(8..12) != Some(&generation.to_le_bytes()[..]) => {
+                break ScanEnd::Clean { offset: pos as u64 };
+            }
             Decoded::Stale | Decoded::Torn => {
                 break damaged(&data, pos, generation, seq, "torn or stale record");
             }
             Decoded::Corrupt(why) => break damaged(&data, pos, generation, seq, why),
         }
     };
-    let dirty_end = data
-        .iter()
-        .rposition(|&b| b != 0)
-        .map_or(0, |i| i as u64 + 1);
+    // What resuming must zero so a later scan cannot take it for records after new ones:
+    // after a clean end nothing (every batch ends with an end marker, and a torn write keeps
+    // only a prefix), after damage everything up to the last byte written at all.
+    let dirty_end = match end {
+        ScanEnd::Clean { offset } => offset,
+        _ => data
+            .iter()
+            .rposition(|&b| b != 0)
+            .map_or(0, |i| i as u64 + 1),
+    };
     Ok(Scan {
         generation,
         first_seq,
@@ -300,6 +341,7 @@ pub fn scan<F: SegmentFile>(file: &F) -> io::Result<Scan> {
         committed_end,
         next_seq,
         dirty_end: dirty_end.max(committed_end),
+        data,
     })
 }
 
@@ -382,7 +424,7 @@ mod tests {
             let mut file = seg.file_mut().clone();
             file.power_loss(torn);
             let s = scan(&file).unwrap();
-            let got: Vec<Vec<u8>> = s.records.iter().map(|r| r.payload.clone()).collect();
+            let got: Vec<Vec<u8>> = s.records.iter().map(|r| s.payload(r).to_vec()).collect();
             let mut whole = acked.clone();
             whole.extend(unacked);
             prop_assert!(got == acked || got == whole, "recovered {} of {} acked", got.len(), acked.len());
@@ -416,7 +458,7 @@ mod tests {
         seg.commit().unwrap();
         let again = scan(seg.file_mut()).unwrap();
         assert_eq!(again.records.len(), 4);
-        assert_eq!(again.records[3].payload, b"x");
+        assert_eq!(again.payload(&again.records[3]), b"x");
         assert!(
             matches!(again.end, ScanEnd::Clean { .. }),
             "{:?}",
@@ -463,7 +505,9 @@ mod tests {
         assert_eq!(s.generation, 2);
         assert_eq!(s.records.len(), 1);
         assert_eq!(s.records[0].seq, 1000);
-        assert!(matches!(s.end, ScanEnd::TornTail { .. }), "{:?}", s.end);
+        // The old records mark the end cleanly: a recycled segment may sit anywhere in the log.
+        assert!(matches!(s.end, ScanEnd::Clean { .. }), "{:?}", s.end);
+        assert_eq!(s.dirty_end, s.committed_end);
     }
 
     #[test]
@@ -508,7 +552,7 @@ mod tests {
         seg.commit().unwrap();
         let s = scan(seg.file_mut()).unwrap();
         assert_eq!(s.records.len(), 2);
-        assert_eq!(s.records[1].payload, b"hello");
+        assert_eq!(s.payload(&s.records[1]), b"hello");
         assert!(matches!(s.end, ScanEnd::Clean { .. }));
         std::fs::remove_dir_all(&dir).unwrap();
     }

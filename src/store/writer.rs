@@ -1,269 +1,548 @@
 //! Group commit: one thread owns the log and makes the records of every connection durable
 //! together, with one `fdatasync` per batch.
 //!
-//! Connections hand [`Request`]s to a bounded channel. The writer takes the first, then every
-//! request already waiting (up to [`MAX_BATCH_BYTES`]), appends them all, commits, and only
-//! then answers each request. Under the `always` policy the answer means "on disk", and the
-//! next batch starts the moment the previous sync returns, so the batch grows with the load
-//! and syncs per second stay bounded by the disk, not by the number of producers.
+//! Connections push [`Op`]s onto a shared list and return at once (they run on async
+//! threads and must not block). The writer takes the whole list, appends a record per op
+//! (consecutive settles share one record), commits, applies the batch to the [`Index`], and
+//! only then calls each [`Op::Done`]. Under the `always` policy that call means "on disk",
+//! and the next batch starts the moment the previous sync returns, so batches grow with the
+//! load and syncs per second stay bounded by the disk, not by the number of producers.
+//!
+//! Between batches the writer reclaims space: dead segments at the head of the log are
+//! retired, and when the log holds more than twice its live bytes plus two segments, the
+//! oldest segment's live records are copied forward (compaction) so it can be retired too.
 
-use std::path::Path;
-use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::log::{Log, LogError, Recovered};
+use bytes::Bytes;
+
+use super::file::Storage;
+use super::index::Index;
+use super::log::{Log, LogError, Place};
+use super::payload::{self, Declare, Meta, Ref};
 use super::record::Kind;
+use super::segment::scan;
 
 /// When written records become durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SyncPolicy {
     /// Sync every batch before answering: nothing answered is ever lost (the default).
     Always,
-    /// Answer once written; sync at least this often. A crash (power loss, not `kill -9`:
-    /// the page cache survives that) can lose what was answered within the last interval.
+    /// Answer once written; sync at least this often. A power loss (not `kill -9`: the page
+    /// cache survives that) can lose what was answered within the last interval.
     Interval(Duration),
     /// Answer once written and never sync: for tests and benchmarks only; a power loss can
-    /// lose anything not yet written back by the kernel.
+    /// lose anything the kernel has not yet written back.
     Never,
 }
 
-/// What the writer calls once a request's records are as durable as the policy makes them:
-/// with the first record's sequence number, or why they are not. A callback rather than a
-/// channel, so the store stays free of any async runtime (the transport passes one that
-/// completes its own future).
-pub type Done = Box<dyn FnOnce(Result<u64, String>) + Send>;
+/// What the writer calls once the ops before it are as durable as the policy makes them, or
+/// why they are not. A callback rather than a channel, so the store stays free of any async
+/// runtime (the transport passes one that wakes its connection task).
+pub type Done = Box<dyn FnOnce(Result<(), String>) + Send>;
 
-/// Records to append atomically (they share a commit), and who to tell.
-pub struct Request {
-    /// The records.
-    pub records: Vec<(Kind, Vec<u8>)>,
-    /// Called when done; `None` for writes nobody waits for (pre-settled messages).
-    pub done: Option<Done>,
+/// One thing for the writer to do.
+pub enum Op {
+    /// Store a message for the queues in `refs`.
+    Enqueue {
+        /// Its id (from [`super::Store::next_message_id`]).
+        msg: u64,
+        /// Times and priority.
+        meta: Meta,
+        /// The queues.
+        refs: Vec<Ref>,
+        /// The message bytes.
+        body: Bytes,
+    },
+    /// `queue` is done with `msg`.
+    Settle {
+        /// The queue.
+        queue: u32,
+        /// The message.
+        msg: u64,
+    },
+    /// `queue`'s copy of `msg` has a new delivery-count and maybe annotation changes.
+    Update {
+        /// The queue.
+        queue: u32,
+        /// The message.
+        msg: u64,
+        /// The new delivery-count.
+        delivery_count: u32,
+        /// Encoded annotation changes, or empty.
+        annotations: Vec<u8>,
+    },
+    /// Moves `msg` from queue `from` to queue `to` in one record.
+    DeadLetter {
+        /// The queue it leaves.
+        from: u32,
+        /// The message.
+        msg: u64,
+        /// Its dead-letter queue.
+        to: u32,
+        /// Encoded annotations saying why.
+        annotations: Vec<u8>,
+    },
+    /// Queue `queue` exists.
+    DeclareQueue {
+        /// Its store id.
+        queue: u32,
+        /// Its address.
+        name: String,
+        /// Broker-defined properties.
+        props: Vec<u8>,
+    },
+    /// Queue `queue` is gone, with its messages.
+    DeleteQueue {
+        /// Its store id.
+        queue: u32,
+    },
+    /// Call back once every op before this one is durable.
+    Done(Done),
 }
 
-impl std::fmt::Debug for Request {
+impl std::fmt::Debug for Op {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Request")
-            .field("records", &self.records.len())
-            .field("waited_for", &self.done.is_some())
-            .finish()
-    }
-}
-
-/// Most bytes appended per batch: bounds how long one batch's callers wait for another's.
-pub const MAX_BATCH_BYTES: usize = 8 * 1024 * 1024;
-
-/// Requests that may wait for the writer; senders block (or fail `try_send`) beyond this.
-pub const QUEUE_DEPTH: usize = 4096;
-
-/// The writer thread and its queue.
-#[derive(Debug)]
-pub struct Writer {
-    tx: Option<SyncSender<Request>>,
-    thread: Option<JoinHandle<Log>>,
-}
-
-impl Writer {
-    /// Opens the log in `dir` and starts the writer; returns it with what the log held.
-    pub fn start(
-        dir: &Path,
-        segment_size: u64,
-        policy: SyncPolicy,
-    ) -> Result<(Self, Recovered), LogError> {
-        let (log, recovered) = Log::open(dir, segment_size)?;
-        let (tx, rx) = sync_channel(QUEUE_DEPTH);
-        let thread = std::thread::Builder::new()
-            .name("ferry-wal".into())
-            .spawn(move || run(log, rx, policy))
-            .map_err(|source| LogError::Io {
-                path: dir.to_path_buf(),
-                source,
-            })?;
-        Ok((
-            Self {
-                tx: Some(tx),
-                thread: Some(thread),
-            },
-            recovered,
-        ))
-    }
-
-    /// A handle to submit requests with (cheap to clone).
-    pub fn sender(&self) -> Option<SyncSender<Request>> {
-        self.tx.clone()
-    }
-
-    /// Stops taking requests, finishes the queued ones, syncs, and returns the log.
-    pub fn stop(mut self) -> Option<Log> {
-        self.tx.take();
-        self.thread.take().and_then(|t| t.join().ok())
-    }
-}
-
-fn run(mut log: Log, rx: Receiver<Request>, policy: SyncPolicy) -> Log {
-    let mut last_sync = Instant::now();
-    let mut failed: Option<String> = None;
-    loop {
-        let first = match policy {
-            SyncPolicy::Interval(every) => {
-                match rx.recv_timeout(every.saturating_sub(last_sync.elapsed())) {
-                    Ok(r) => Some(r),
-                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
-                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
-                }
-            }
-            _ => match rx.recv() {
-                Ok(r) => Some(r),
-                Err(_) => break,
-            },
-        };
-        let mut batch: Vec<Request> = first.into_iter().collect();
-        let mut bytes: usize = batch
-            .iter()
-            .flat_map(|r| &r.records)
-            .map(|(_, p)| p.len())
-            .sum();
-        while bytes < MAX_BATCH_BYTES {
-            match rx.try_recv() {
-                Ok(r) => {
-                    bytes += r.records.iter().map(|(_, p)| p.len()).sum::<usize>();
-                    batch.push(r);
-                }
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
-            }
+        match self {
+            Op::Enqueue { msg, body, .. } => write!(f, "Enqueue({msg}, {} bytes)", body.len()),
+            Op::Settle { queue, msg } => write!(f, "Settle({queue}, {msg})"),
+            Op::Update { queue, msg, .. } => write!(f, "Update({queue}, {msg})"),
+            Op::DeadLetter { from, msg, to, .. } => write!(f, "DeadLetter({from}→{to}, {msg})"),
+            Op::DeclareQueue { queue, name, .. } => write!(f, "DeclareQueue({queue}, {name})"),
+            Op::DeleteQueue { queue } => write!(f, "DeleteQueue({queue})"),
+            Op::Done(_) => f.write_str("Done"),
         }
-        let mut firsts = Vec::with_capacity(batch.len());
-        if failed.is_none() {
-            for r in &batch {
-                let mut first = None;
-                for (kind, payload) in &r.records {
-                    match log.append(*kind, payload) {
-                        Ok(seq) => {
-                            first.get_or_insert(seq);
-                        }
-                        Err(e) => {
-                            failed = Some(e.to_string());
+    }
+}
+
+impl Op {
+    /// Bytes this op adds to the log, roughly: what the pending list is bounded by.
+    pub fn weight(&self) -> usize {
+        match self {
+            Op::Enqueue { body, refs, .. } => body.len() + payload::enqueue_overhead(refs),
+            Op::Update { annotations, .. } | Op::DeadLetter { annotations, .. } => {
+                32 + annotations.len()
+            }
+            Op::DeclareQueue { name, props, .. } => 16 + name.len() + props.len(),
+            _ => 16,
+        }
+    }
+}
+
+/// Counters the writer keeps (for metrics, tests and the benchmark report).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriterStats {
+    /// Batches committed.
+    pub batches: u64,
+    /// `fdatasync` calls.
+    pub syncs: u64,
+    /// Records appended.
+    pub records: u64,
+    /// Messages enqueued.
+    pub enqueued: u64,
+    /// Bytes appended, record framing included.
+    pub bytes: u64,
+    /// Live records copied forward by compaction.
+    pub relocated: u64,
+    /// Segments retired.
+    pub retired: u64,
+    /// Segments in the log now.
+    pub segments: u64,
+    /// Bytes of live records now.
+    pub live_bytes: u64,
+    /// Live messages now.
+    pub live_messages: u64,
+}
+
+/// State shared by the writer thread and the store handle.
+#[derive(Debug, Default)]
+pub(super) struct Pending {
+    pub(super) ops: Vec<Op>,
+    pub(super) bytes: usize,
+    pub(super) closed: bool,
+}
+
+/// What connections and the writer share.
+#[derive(Debug)]
+pub(super) struct Shared {
+    pub(super) pending: Mutex<Pending>,
+    pub(super) wake: Condvar,
+    pub(super) index: Mutex<Index>,
+    pub(super) stats: Mutex<WriterStats>,
+    /// Set when the log failed: every later write is refused with this.
+    pub(super) failed: Mutex<Option<String>>,
+}
+
+impl Shared {
+    pub(super) fn lock_pending(&self) -> MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    pub(super) fn lock_index(&self) -> MutexGuard<'_, Index> {
+        self.index.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    pub(super) fn lock_stats(&self) -> MutexGuard<'_, WriterStats> {
+        self.stats.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    pub(super) fn failure(&self) -> Option<String> {
+        self.failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// Most op bytes appended per batch: bounds how long one batch's callers wait for another's.
+const MAX_BATCH_BYTES: usize = 8 * 1024 * 1024;
+
+/// Segments compacted between two batches at most.
+const MAX_COMPACTIONS: usize = 4;
+
+/// The writer thread's loop; returns the log when the store closes.
+pub(super) fn run<S: Storage>(mut log: Log<S>, shared: Arc<Shared>, policy: SyncPolicy) -> Log<S> {
+    let mut last_sync = Instant::now();
+    let mut unsynced = false;
+    let mut scratch = Vec::new();
+    loop {
+        let ops = {
+            let mut p = shared.lock_pending();
+            loop {
+                if !p.ops.is_empty() {
+                    break;
+                }
+                if p.closed {
+                    drop(p);
+                    if unsynced && policy != SyncPolicy::Never {
+                        let _ = log.sync();
+                    }
+                    return log;
+                }
+                match policy {
+                    SyncPolicy::Interval(every) if unsynced => {
+                        let left = every.saturating_sub(last_sync.elapsed());
+                        if left.is_zero() {
                             break;
                         }
+                        p = shared
+                            .wake
+                            .wait_timeout(p, left)
+                            .map(|(g, _)| g)
+                            .unwrap_or_else(|e| e.into_inner().0);
+                    }
+                    _ => {
+                        p = shared.wake.wait(p).unwrap_or_else(|e| e.into_inner());
                     }
                 }
-                firsts.push(first.unwrap_or(0));
             }
-        }
+            take_batch(&mut p)
+        };
         let sync_now = match policy {
             SyncPolicy::Always => true,
             SyncPolicy::Interval(every) => last_sync.elapsed() >= every,
             SyncPolicy::Never => false,
         };
-        if failed.is_none() {
-            if let Err(e) = log.commit_with(sync_now) {
-                failed = Some(e.to_string());
-            } else if sync_now {
+        let mut dones = Vec::new();
+        let result = write_batch(&mut log, ops, &mut scratch, &mut dones, sync_now, &shared);
+        match &result {
+            Ok(()) if sync_now => {
                 last_sync = Instant::now();
+                unsynced = false;
+            }
+            Ok(()) => unsynced = true,
+            Err(e) => {
+                tracing::error!(error = %e, "the write-ahead log failed; durable writes are refused from now on");
+                *shared.failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
             }
         }
-        for (i, r) in batch.into_iter().enumerate() {
-            if let Some(done) = r.done {
-                let answer = match &failed {
-                    Some(e) => Err(e.clone()),
-                    None => Ok(firsts.get(i).copied().unwrap_or(0)),
-                };
-                done(answer);
-            }
+        let answer = result.map_err(|e| e.to_string());
+        for done in dones {
+            done(answer.clone());
+        }
+        if shared.failure().is_none()
+            && let Err(e) = reclaim(&mut log, &shared, &mut scratch)
+        {
+            tracing::error!(error = %e, "reclaiming log space failed; durable writes are refused from now on");
+            *shared.failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
         }
     }
-    if failed.is_none() && policy != SyncPolicy::Never {
-        let _ = log.sync();
-    }
-    log
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn temp_dir(name: &str) -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!("ferry-writer-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        dir
+/// Takes up to [`MAX_BATCH_BYTES`] of ops, whole.
+fn take_batch(p: &mut Pending) -> Vec<Op> {
+    if p.bytes <= MAX_BATCH_BYTES {
+        p.bytes = 0;
+        return std::mem::take(&mut p.ops);
     }
-
-    #[test]
-    fn many_producers_share_syncs_and_every_answered_record_is_there() {
-        let dir = temp_dir("group");
-        let (writer, _) = Writer::start(&dir, 1 << 20, SyncPolicy::Always).unwrap();
-        let threads: Vec<_> = (0..8u8)
-            .map(|t| {
-                let tx = writer.sender().unwrap();
-                std::thread::spawn(move || {
-                    for i in 0..200u32 {
-                        let (done, wait) = std::sync::mpsc::channel();
-                        let mut payload = vec![t];
-                        payload.extend_from_slice(&i.to_le_bytes());
-                        tx.send(Request {
-                            records: vec![(Kind::Enqueue, payload)],
-                            done: Some(Box::new(move |r| {
-                                let _ = done.send(r);
-                            })),
-                        })
-                        .unwrap();
-                        wait.recv().unwrap().unwrap();
-                    }
-                })
-            })
-            .collect();
-        for t in threads {
-            t.join().unwrap();
+    let mut taken = 0;
+    let mut n = 0;
+    for op in &p.ops {
+        if taken >= MAX_BATCH_BYTES {
+            break;
         }
-        let log = writer.stop().unwrap();
-        // 1,600 answered writes; with 8 waiting at a time most batches hold several.
-        assert!(log.syncs() < 1_600, "{} syncs", log.syncs());
-        drop(log);
-        let (_, recovered) = Log::open(&dir, 1 << 20).unwrap();
-        assert_eq!(recovered.records.len(), 1_600);
-        for t in 0..8u8 {
-            let mine: Vec<u32> = recovered
-                .records
-                .iter()
-                .filter(|r| r.payload[0] == t)
-                .map(|r| u32::from_le_bytes(r.payload[1..5].try_into().unwrap()))
-                .collect();
-            assert_eq!(mine, (0..200).collect::<Vec<_>>(), "producer {t}");
-        }
-        std::fs::remove_dir_all(&dir).unwrap();
+        taken += op.weight();
+        n += 1;
     }
+    p.bytes = p.bytes.saturating_sub(taken);
+    p.ops.drain(..n).collect()
+}
 
-    #[test]
-    fn records_of_one_request_share_a_commit_and_fire_and_forget_writes_land() {
-        let dir = temp_dir("atomic");
-        let (writer, _) = Writer::start(&dir, 1 << 20, SyncPolicy::Never).unwrap();
-        let tx = writer.sender().unwrap();
-        tx.send(Request {
-            records: vec![
-                (Kind::Settle, b"s".to_vec()),
-                (Kind::Enqueue, b"e".to_vec()),
-            ],
-            done: None,
-        })
-        .unwrap();
-        let (done, wait) = std::sync::mpsc::channel();
-        tx.send(Request {
-            records: vec![(Kind::DeadLetter, b"d".to_vec())],
-            done: Some(Box::new(move |r| {
-                let _ = done.send(r);
-            })),
-        })
-        .unwrap();
-        // After the first request's two records and a commit: 2 if both requests shared a
-        // batch, 3 if the first was committed alone.
-        let seq = wait.recv().unwrap().unwrap();
-        assert!(seq == 2 || seq == 3, "{seq}");
-        drop(tx);
-        drop(writer.stop());
-        let (_, recovered) = Log::open(&dir, 1 << 20).unwrap();
-        let kinds: Vec<Kind> = recovered.records.iter().map(|r| r.kind).collect();
-        assert_eq!(kinds, [Kind::Settle, Kind::Enqueue, Kind::DeadLetter]);
-        std::fs::remove_dir_all(&dir).unwrap();
+/// Appends one batch, commits it, and applies it to the index. The index is updated only
+/// after the records are written, so a reader never looks for a body not yet in the file.
+fn write_batch<S: Storage>(
+    log: &mut Log<S>,
+    ops: Vec<Op>,
+    scratch: &mut Vec<u8>,
+    dones: &mut Vec<Done>,
+    sync: bool,
+    shared: &Shared,
+) -> Result<(), LogError> {
+    if let Some(why) = shared.failure() {
+        for op in ops {
+            if let Op::Done(d) = op {
+                dones.push(d);
+            }
+        }
+        return Err(LogError::Io {
+            path: "wal".into(),
+            source: std::io::Error::other(why),
+        });
+    }
+    let mut applied: Vec<(Place, Kind, Vec<u8>)> = Vec::with_capacity(ops.len());
+    let mut settles: Vec<(u32, u64)> = Vec::new();
+    let mut stats = WriterStats::default();
+    let mut append = |log: &mut Log<S>, kind: Kind, payload: Vec<u8>| -> Result<(), LogError> {
+        let place = log.append(kind, &payload)?;
+        stats.records += 1;
+        stats.bytes += (payload.len() + super::record::HEADER_LEN) as u64;
+        applied.push((place, kind, payload));
+        Ok(())
+    };
+    let mut failed = None;
+    for op in ops {
+        if failed.is_some() {
+            if let Op::Done(d) = op {
+                dones.push(d);
+            }
+            continue;
+        }
+        if !matches!(op, Op::Settle { .. }) && !settles.is_empty() {
+            scratch.clear();
+            payload::encode_settle(scratch, &settles);
+            settles.clear();
+            if let Err(e) = append(log, Kind::Settle, scratch.clone()) {
+                failed = Some(e);
+            }
+        }
+        let mut p = Vec::new();
+        let r = match op {
+            Op::Enqueue {
+                msg,
+                meta,
+                refs,
+                body,
+            } => {
+                payload::encode_enqueue(&mut p, msg, &meta, &refs, &body);
+                stats.enqueued += 1;
+                append(log, Kind::Enqueue, p)
+            }
+            Op::Settle { queue, msg } => {
+                settles.push((queue, msg));
+                Ok(())
+            }
+            Op::Update {
+                queue,
+                msg,
+                delivery_count,
+                annotations,
+            } => {
+                payload::encode_update(&mut p, queue, msg, delivery_count, &annotations);
+                append(log, Kind::Update, p)
+            }
+            Op::DeadLetter {
+                from,
+                msg,
+                to,
+                annotations,
+            } => {
+                payload::encode_dead_letter(&mut p, from, msg, to, &annotations);
+                append(log, Kind::DeadLetter, p)
+            }
+            Op::DeclareQueue { queue, name, props } => {
+                payload::encode_declare(
+                    &mut p,
+                    &Declare::Queue {
+                        queue,
+                        name: &name,
+                        props: &props,
+                    },
+                );
+                append(log, Kind::Declare, p)
+            }
+            Op::DeleteQueue { queue } => {
+                payload::encode_declare(&mut p, &Declare::Deleted { queue });
+                append(log, Kind::Declare, p)
+            }
+            Op::Done(d) => {
+                dones.push(d);
+                Ok(())
+            }
+        };
+        if let Err(e) = r {
+            failed = Some(e);
+        }
+    }
+    if failed.is_none() && !settles.is_empty() {
+        scratch.clear();
+        payload::encode_settle(scratch, &settles);
+        if let Err(e) = append(log, Kind::Settle, scratch.clone()) {
+            failed = Some(e);
+        }
+    }
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    log.commit_with(sync)?;
+    {
+        let mut index = shared.lock_index();
+        for (place, kind, payload) in &applied {
+            // Our own records always parse; a failure here would be a bug, not damage.
+            if let Err(why) = index.apply(*place, *kind, payload) {
+                tracing::error!(why, "index update failed");
+            }
+        }
+    }
+    let mut s = shared.lock_stats();
+    s.batches += 1;
+    s.syncs += u64::from(sync);
+    s.records += stats.records;
+    s.enqueued += stats.enqueued;
+    s.bytes += stats.bytes;
+    Ok(())
+}
+
+/// Retires dead segments at the head of the log, and compacts the oldest one when the log
+/// is more than twice its live bytes plus two segments: its live records are copied to the
+/// end and synced, then it is retired. With one unsettled message in every segment the log
+/// therefore stays within that bound instead of growing.
+fn reclaim<S: Storage>(
+    log: &mut Log<S>,
+    shared: &Shared,
+    scratch: &mut Vec<u8>,
+) -> Result<(), LogError> {
+    // Compactions per call are bounded so one batch's callers never wait long behind them;
+    // the next batch continues where this one stopped.
+    let mut compactions = 0;
+    loop {
+        let (first, current) = log.segments();
+        if first >= current {
+            break;
+        }
+        let (dead, live_bytes) = {
+            let index = shared.lock_index();
+            let dead = index.segments.get(&first).is_none_or(|s| s.is_dead());
+            (dead, index.live_bytes)
+        };
+        if !dead {
+            let kept = (current - first + 1) * log.capacity();
+            if kept <= 2 * live_bytes + 2 * log.capacity() || compactions == MAX_COMPACTIONS {
+                break;
+            }
+            compact(log, shared, first, scratch)?;
+            compactions += 1;
+        }
+        log.retire_through(first)?;
+        shared.lock_index().forget_through(first);
+        shared.lock_stats().retired += 1;
+    }
+    let (first, current) = log.segments();
+    let index = shared.lock_index();
+    let mut s = shared.lock_stats();
+    s.segments = current - first + 1;
+    s.live_bytes = index.live_bytes;
+    s.live_messages = index.messages.len() as u64;
+    Ok(())
+}
+
+/// Copies segment `number`'s live records (declarations first, then messages with their
+/// current references) to the end of the log, and syncs them.
+fn compact<S: Storage>(
+    log: &mut Log<S>,
+    shared: &Shared,
+    number: u64,
+    scratch: &mut Vec<u8>,
+) -> Result<(), LogError> {
+    let reader = log.reader(number)?;
+    let s = scan(&ReadOnly(reader)).map_err(|source| LogError::Io {
+        path: log.storage().name(number),
+        source,
+    })?;
+    let mut copies: Vec<(Kind, Vec<u8>)> = Vec::new();
+    {
+        let index = shared.lock_index();
+        for (q, decl) in &index.queues {
+            if decl.place.segment == number {
+                let mut p = Vec::new();
+                payload::encode_declare(
+                    &mut p,
+                    &Declare::Queue {
+                        queue: *q,
+                        name: &decl.name,
+                        props: &decl.props,
+                    },
+                );
+                copies.push((Kind::Declare, p));
+            }
+        }
+        for r in &s.records {
+            if !matches!(r.kind, Kind::Enqueue | Kind::Relocate) {
+                continue;
+            }
+            let Some(e) = payload::decode_enqueue(s.payload(r)) else {
+                continue;
+            };
+            let Some(live) = index.messages.get(&e.msg) else {
+                continue;
+            };
+            if live.segment != number || live.offset != r.offset {
+                continue;
+            }
+            scratch.clear();
+            payload::encode_enqueue(scratch, e.msg, &live.meta, &live.refs.to_vec(), e.body);
+            copies.push((Kind::Relocate, scratch.clone()));
+        }
+    }
+    let mut applied = Vec::with_capacity(copies.len());
+    for (kind, p) in copies {
+        let place = log.append(kind, &p)?;
+        applied.push((place, kind, p));
+    }
+    log.commit()?;
+    let mut index = shared.lock_index();
+    for (place, kind, p) in &applied {
+        if let Err(why) = index.apply(*place, *kind, p) {
+            tracing::error!(why, "index update failed");
+        }
+    }
+    let mut st = shared.lock_stats();
+    st.relocated += applied.len() as u64;
+    st.syncs += 1;
+    Ok(())
+}
+
+/// A reader used where the scan wants a segment file.
+struct ReadOnly(Arc<dyn super::file::ReadAt>);
+
+impl super::file::SegmentFile for ReadOnly {
+    fn write_at(&mut self, _: u64, _: &[u8]) -> std::io::Result<()> {
+        Err(std::io::Error::other("read-only"))
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read_at(offset, buf)
+    }
+    fn sync_data(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn len(&self) -> std::io::Result<u64> {
+        self.0.size()
     }
 }

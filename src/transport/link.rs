@@ -2,8 +2,11 @@
 //! served by queues, plus the deliveries in flight between them.
 
 use crate::idhash::{IdMap, IdSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
+
+use ferry_codec::definitions::SequenceNo;
+use ferry_codec::messaging::Message;
 
 use ferry_codec::definitions::{Error, ErrorCondition, Role, SenderSettleMode};
 use ferry_codec::delivery_state::{Accepted, DeliveryState, Rejected};
@@ -14,6 +17,7 @@ use tokio::sync::mpsc;
 
 use crate::broker::{Broker, ConsumerId, Delivery, Lifetime, Outbound, Queue, Settlement};
 use crate::proto::{AttachReply, Connection, ConnectionConfig, Event, IncomingDelivery, LinkId};
+use crate::store::{Op, Ref};
 
 /// A link where the peer sends and we enqueue.
 #[derive(Debug)]
@@ -38,6 +42,46 @@ struct Consumer {
     drain_round: Option<(u32, u32)>,
 }
 
+/// A delivery held until the end of the loop turn, because it (or one before it in the turn)
+/// goes to the store: the store must see a message's enqueue before any consumer can settle
+/// it, so the turn's enqueue records are submitted first and the messages enqueued after.
+#[derive(Debug)]
+struct Staged {
+    queue: Arc<Queue>,
+    message: Message,
+    /// The store's id for it, if it is stored.
+    stored: Option<u64>,
+    link: LinkId,
+    delivery_id: SequenceNo,
+    settled: bool,
+}
+
+/// Deliveries the store answered for together, and its answer.
+type Answer = (Vec<(LinkId, SequenceNo)>, Result<(), String>);
+
+/// Outcomes the store's writer thread reports back to the connection: the deliveries whose
+/// records it made durable (or failed to). The writer pushes and wakes the task; the task
+/// settles them with the producer.
+#[derive(Debug, Default)]
+pub(super) struct StoredAcks {
+    done: Mutex<Vec<Answer>>,
+    pub(super) wake: tokio::sync::Notify,
+}
+
+impl StoredAcks {
+    fn push(&self, deliveries: Vec<(LinkId, SequenceNo)>, result: Result<(), String>) {
+        self.done
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((deliveries, result));
+        self.wake.notify_one();
+    }
+
+    fn take(&self) -> Vec<Answer> {
+        std::mem::take(&mut *self.done.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
 /// The links of one connection.
 #[derive(Debug)]
 pub(super) struct Links {
@@ -53,6 +97,10 @@ pub(super) struct Links {
     /// Producers waiting for room before they get more credit.
     starved: IdSet<LinkId>,
     max_message_size: u64,
+    /// This turn's deliveries waiting for their store records to be submitted.
+    staged: Vec<Staged>,
+    /// Where the store reports durable writes.
+    pub(super) acks: Arc<StoredAcks>,
 }
 
 /// Credit granted to a new producer link before its message size is known.
@@ -80,6 +128,8 @@ impl Links {
             touched: IdSet::default(),
             starved: IdSet::default(),
             max_message_size: cfg.max_message_size,
+            staged: Vec::new(),
+            acks: Arc::new(StoredAcks::default()),
         }
     }
 
@@ -337,6 +387,43 @@ impl Links {
                 }
             }
         };
+        // A durable message for a durable queue goes through the store; so does every later
+        // message of this turn, to keep their order.
+        if let Ok(q) = &queue
+            && let Some(journal) = q.durability().map(|d| &d.journal)
+            && (!self.staged.is_empty() || d.message.header().is_ok_and(|h| h.durable))
+            && q.check_size(d.message.len()).is_ok()
+        {
+            let stored = d
+                .message
+                .header()
+                .is_ok_and(|h| h.durable)
+                .then(|| journal.next_message_id());
+            self.staged.push(Staged {
+                queue: Arc::clone(q),
+                message: d.message,
+                stored,
+                link,
+                delivery_id: d.delivery_id,
+                settled: d.settled,
+            });
+            self.refill(engine, link);
+            return;
+        }
+        if !self.staged.is_empty()
+            && let Ok(q) = &queue
+        {
+            self.staged.push(Staged {
+                queue: Arc::clone(q),
+                message: d.message,
+                stored: None,
+                link,
+                delivery_id: d.delivery_id,
+                settled: d.settled,
+            });
+            self.refill(engine, link);
+            return;
+        }
         let outcome = queue.and_then(|q| {
             q.enqueue(d.message)
                 .map(|()| q)
@@ -430,9 +517,103 @@ impl Links {
         }
     }
 
+    /// Submits this turn's store records, then enqueues the staged messages in order. A
+    /// stored message's producer hears `accepted` only when the store says it is durable
+    /// ([`Links::apply_acks`]); the others are settled now.
+    fn flush_staged(&mut self, engine: &mut Connection) {
+        if self.staged.is_empty() {
+            return;
+        }
+        let staged = std::mem::take(&mut self.staged);
+        let mut ops = Vec::new();
+        let mut waiting = Vec::new();
+        let mut journal = None;
+        for s in &staged {
+            let (Some(msg), Some(d)) = (s.stored, s.queue.durability()) else {
+                continue;
+            };
+            journal.get_or_insert_with(|| Arc::clone(&d.journal));
+            ops.push(Op::Enqueue {
+                msg,
+                meta: Default::default(),
+                refs: vec![Ref {
+                    queue: d.id,
+                    ..Default::default()
+                }],
+                body: s.message.to_contiguous(),
+            });
+            if !s.settled {
+                waiting.push((s.link, s.delivery_id));
+            }
+        }
+        if let Some(journal) = &journal {
+            if !waiting.is_empty() {
+                let acks = Arc::clone(&self.acks);
+                ops.push(Op::Done(Box::new(move |result| acks.push(waiting, result))));
+            }
+            journal.submit(ops);
+        }
+        let mut undo = Vec::new();
+        for s in staged {
+            let result = s.queue.enqueue_stored(s.message, s.stored);
+            if let (Err(_), Some(msg), Some(d)) = (&result, s.stored, s.queue.durability()) {
+                // Stored, but the queue would not take it (deleted meanwhile): unstore it.
+                undo.push(Op::Settle { queue: d.id, msg });
+            }
+            if s.settled {
+                continue;
+            }
+            match result {
+                // The store will answer for it.
+                Ok(()) if s.stored.is_some() => {}
+                Ok(()) => {
+                    let _ = engine.settle_incoming(
+                        s.link,
+                        s.delivery_id,
+                        DeliveryState::Accepted(Accepted {}),
+                    );
+                }
+                Err(c) => {
+                    let why = format!("not stored: {c}");
+                    let _ = engine.settle_incoming(
+                        s.link,
+                        s.delivery_id,
+                        DeliveryState::Rejected(Rejected {
+                            error: Some(Error::new(c, why)),
+                        }),
+                    );
+                }
+            }
+        }
+        if let Some(journal) = journal {
+            journal.submit(undo);
+        }
+    }
+
+    /// Settles the deliveries the store has answered for: `accepted` once durable, and
+    /// `rejected` if the log failed (the producer may send them again elsewhere).
+    pub(super) fn apply_acks(&mut self, engine: &mut Connection) {
+        for (deliveries, result) in self.acks.take() {
+            let state = match &result {
+                Ok(()) => DeliveryState::Accepted(Accepted {}),
+                Err(why) => DeliveryState::Rejected(Rejected {
+                    error: Some(Error::new(
+                        ErrorCondition::InternalError,
+                        format!("the message could not be made durable: {why}"),
+                    )),
+                }),
+            };
+            for (link, id) in deliveries {
+                // A link detached meanwhile has no delivery to settle: ignored.
+                let _ = engine.settle_incoming(link, id, state.clone());
+            }
+        }
+    }
+
     /// End of a loop turn: queue-side credit of consumers that sent meets the engine's again,
     /// and producers starved for room get credit once room is back.
     pub(super) fn after_turn(&mut self, engine: &mut Connection) {
+        self.flush_staged(engine);
         let cap = self.broker.config().link_credit.max(1);
         for link in std::mem::take(&mut self.touched) {
             if let (Some(c), Some(credit)) = (self.consumers.get(&link), engine.credit(link)) {
@@ -466,6 +647,7 @@ impl Links {
         while let Some(event) = engine.poll_event() {
             self.on_event(engine, event);
         }
+        self.flush_staged(engine);
         let links: Vec<LinkId> = self
             .producers
             .keys()

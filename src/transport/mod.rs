@@ -79,6 +79,7 @@ where
     let mut shutdown = ctx.shutdown.clone();
     let mut shutting_down = false;
     let memory = Arc::clone(ctx.broker.memory());
+    let acks = Arc::clone(&links.acks);
 
     loop {
         // Handle everything the engine has to say, then collect output.
@@ -174,6 +175,7 @@ where
                     }
                 }
             }
+            _ = acks.wake.notified() => links.apply_acks(&mut engine),
             _ = memory.wait_room(), if paused => engine.not_listening(now()),
             _ = &mut sleep => {
                 // Quiet until a timer: give the large read buffer back.

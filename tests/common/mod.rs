@@ -67,6 +67,7 @@ pub async fn start_with(broker: BrokerConfig, engine: ConnectionConfig) -> Runni
         }],
         broker,
         shutdown_grace: Duration::from_secs(2),
+        store: None,
     };
     ferry::server::start(spec, Arc::new(NoUsers)).await.unwrap()
 }

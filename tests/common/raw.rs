@@ -82,6 +82,7 @@ pub async fn start_server(
             .collect(),
         broker,
         shutdown_grace: Duration::from_secs(2),
+        store: None,
     };
     ferry::server::start(spec, auth).await.unwrap()
 }

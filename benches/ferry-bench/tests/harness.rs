@@ -45,6 +45,7 @@ async fn broker() -> Running {
         }],
         broker: BrokerConfig::default(),
         shutdown_grace: Duration::from_secs(1),
+        store: None,
     };
     ferry::server::start(spec, Arc::new(OneUser)).await.unwrap()
 }
