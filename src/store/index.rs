@@ -209,32 +209,43 @@ impl Index {
         }
     }
 
+    /// Applies an `Enqueue` or `Relocate` record of `len` payload bytes at `place`.
+    pub fn apply_enqueue(
+        &mut self,
+        place: Place,
+        len: usize,
+        msg: u64,
+        meta: Meta,
+        refs: Vec<Ref>,
+    ) {
+        self.next_msg = self.next_msg.max(msg + 1);
+        // References are not checked against declared queues here: compaction may have
+        // copied a declaration forward past its messages. `finish` checks them.
+        if let Some(old) = self.messages.remove(&msg) {
+            self.unlink(&old);
+        }
+        if refs.is_empty() {
+            return;
+        }
+        let live = Live {
+            segment: place.segment,
+            offset: place.offset,
+            seq: place.seq,
+            len: len as u32,
+            meta,
+            refs: Refs::from_vec(refs),
+        };
+        self.link(&live);
+        self.messages.insert(msg, live);
+    }
+
     /// Applies one record found at `place`. `Err` says the payload does not parse.
     pub fn apply(&mut self, place: Place, kind: Kind, payload: &[u8]) -> Result<(), String> {
         let bad = || format!("{kind:?} record does not parse");
         match kind {
             Kind::Enqueue | Kind::Relocate => {
                 let e = payload::decode_enqueue(payload).ok_or_else(bad)?;
-                self.next_msg = self.next_msg.max(e.msg + 1);
-                // References are not checked against declared queues here: compaction may have
-                // copied a declaration forward past its messages. `finish` checks them.
-                let refs = e.refs;
-                if let Some(old) = self.messages.remove(&e.msg) {
-                    self.unlink(&old);
-                }
-                if refs.is_empty() {
-                    return Ok(());
-                }
-                let live = Live {
-                    segment: place.segment,
-                    offset: place.offset,
-                    seq: place.seq,
-                    len: payload.len() as u32,
-                    meta: e.meta,
-                    refs: Refs::from_vec(refs),
-                };
-                self.link(&live);
-                self.messages.insert(e.msg, live);
+                self.apply_enqueue(place, payload.len(), e.msg, e.meta, e.refs);
             }
             Kind::Settle => {
                 for (queue, msg) in payload::decode_settle(payload).ok_or_else(bad)? {

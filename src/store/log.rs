@@ -201,8 +201,21 @@ impl<S: Storage> Log<S> {
     /// Adds a record to the open batch, moving to a new segment (after committing the batch
     /// so far) when this one is full. Returns where the record will be.
     pub fn append(&mut self, kind: Kind, payload: &[u8]) -> Result<Place, LogError> {
+        self.append_with(kind, payload.len(), &mut |out| {
+            out.extend_from_slice(payload)
+        })
+    }
+
+    /// [`Log::append`] with the payload of `len` bytes written by `fill` (called once, or
+    /// twice if the first segment had no room).
+    pub fn append_with(
+        &mut self,
+        kind: Kind,
+        len: usize,
+        fill: &mut dyn FnMut(&mut Vec<u8>),
+    ) -> Result<Place, LogError> {
         let offset = self.current.next_offset();
-        match self.current.append(kind, payload) {
+        match self.current.append_with(kind, len, fill) {
             Ok(seq) => Ok(Place {
                 segment: self.number,
                 offset,
@@ -214,8 +227,8 @@ impl<S: Storage> Log<S> {
                 let offset = self.current.next_offset();
                 let seq = self
                     .current
-                    .append(kind, payload)
-                    .map_err(|_| LogError::TooLarge(payload.len()))?;
+                    .append_with(kind, len, fill)
+                    .map_err(|_| LogError::TooLarge(len))?;
                 Ok(Place {
                     segment: self.number,
                     offset,

@@ -99,14 +99,31 @@ pub enum Decoded<'a> {
 
 /// Appends one record to `out`. The payload must be at most [`MAX_PAYLOAD`] bytes.
 pub fn encode(out: &mut Vec<u8>, generation: u32, seq: u64, kind: Kind, payload: &[u8]) {
-    debug_assert!(payload.len() <= MAX_PAYLOAD);
+    encode_with(out, generation, seq, kind, payload.len(), |out| {
+        out.extend_from_slice(payload)
+    });
+}
+
+/// [`encode`] with the payload written by `fill`, which must append exactly `len` bytes:
+/// the caller encodes its payload straight into the batch instead of into a copy first.
+pub fn encode_with(
+    out: &mut Vec<u8>,
+    generation: u32,
+    seq: u64,
+    kind: Kind,
+    len: usize,
+    fill: impl FnOnce(&mut Vec<u8>),
+) {
+    debug_assert!(len <= MAX_PAYLOAD);
     let start = out.len();
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.reserve(HEADER_LEN + len);
+    out.extend_from_slice(&(len as u32).to_le_bytes());
     out.extend_from_slice(&[0; 4]);
     out.extend_from_slice(&generation.to_le_bytes());
     out.extend_from_slice(&seq.to_le_bytes());
     out.push(kind as u8);
-    out.extend_from_slice(payload);
+    fill(out);
+    debug_assert_eq!(out.len(), start + HEADER_LEN + len);
     let crc = crc32c(out.get(start + 8..).unwrap_or_default());
     if let Some(slot) = out.get_mut(start + 4..start + 8) {
         slot.copy_from_slice(&crc.to_le_bytes());

@@ -22,6 +22,9 @@ use crc32c::crc32c;
 use super::file::SegmentFile;
 use super::record::{self, Decoded, HEADER_LEN, Kind};
 
+/// How much a scan reads at a time.
+const SCAN_CHUNK: usize = 4 << 20;
+
 /// Bytes reserved for the segment header.
 pub const SEGMENT_HEADER: u64 = 64;
 const MAGIC: &[u8; 8] = b"FERRYWAL";
@@ -84,18 +87,29 @@ impl<F: SegmentFile> Segment<F> {
     /// Adds a record to the open batch; returns its sequence number. Nothing is written
     /// until [`Segment::commit`].
     pub fn append(&mut self, kind: Kind, payload: &[u8]) -> Result<u64, AppendError> {
+        self.append_with(kind, payload.len(), &mut |out| {
+            out.extend_from_slice(payload)
+        })
+    }
+
+    /// [`Segment::append`] with the payload of `len` bytes written by `fill` (see
+    /// [`record::encode_with`]); `fill` is not called if the record is refused.
+    pub fn append_with(
+        &mut self,
+        kind: Kind,
+        len: usize,
+        fill: &mut dyn FnMut(&mut Vec<u8>),
+    ) -> Result<u64, AppendError> {
         if self.failed {
             return Err(AppendError::Failed);
         }
         // The record, the batch's commit record, and the end marker after it.
-        let need = (HEADER_LEN + payload.len()) as u64 + 2 * HEADER_LEN as u64;
-        if payload.len() > record::MAX_PAYLOAD
-            || self.pos + self.batch.len() as u64 + need > self.capacity
-        {
+        let need = (HEADER_LEN + len) as u64 + 2 * HEADER_LEN as u64;
+        if len > record::MAX_PAYLOAD || self.pos + self.batch.len() as u64 + need > self.capacity {
             return Err(AppendError::Full);
         }
         let seq = self.next_seq;
-        record::encode(&mut self.batch, self.generation, seq, kind, payload);
+        record::encode_with(&mut self.batch, self.generation, seq, kind, len, fill);
         self.next_seq += 1;
         Ok(seq)
     }
@@ -264,9 +278,21 @@ impl Scan {
 /// Reads a segment back under the recovery rule (module docs).
 pub fn scan<F: SegmentFile>(file: &F) -> io::Result<Scan> {
     let len = file.len()? as usize;
-    let mut data = vec![0u8; len];
-    let n = file.read_at(0, &mut data)?;
-    data.truncate(n);
+    // Read as far as records go, not the whole preallocated file: a young segment is mostly
+    // zeros, and recovery time is what this costs.
+    let mut data = Vec::new();
+    let load = |data: &mut Vec<u8>, upto: usize| -> io::Result<()> {
+        let upto = upto.min(len);
+        if data.len() >= upto {
+            return Ok(());
+        }
+        let start = data.len();
+        data.resize(upto.max(start + SCAN_CHUNK).min(len), 0);
+        let n = file.read_at(start as u64, data.get_mut(start..).unwrap_or_default())?;
+        data.truncate(start + n);
+        Ok(())
+    };
+    load(&mut data, SEGMENT_HEADER as usize)?;
     let bad_header = || io::Error::new(io::ErrorKind::InvalidData, "not a segment header");
     let header = data.get(..28).ok_or_else(bad_header)?;
     let field = |i: usize| {
@@ -294,8 +320,16 @@ pub fn scan<F: SegmentFile>(file: &F) -> io::Result<Scan> {
     let mut committed_end = pos as u64;
     let mut next_seq = first_seq;
     let end = loop {
+        load(&mut data, pos + HEADER_LEN)?;
+        let declared = data
+            .get(pos..pos + 4)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, u32::from_le_bytes) as usize;
+        if declared <= record::MAX_PAYLOAD {
+            load(&mut data, pos + HEADER_LEN + declared)?;
+        }
         let rest = data.get(pos..).unwrap_or_default();
-        match record::decode(rest, generation, Some(seq)) {
+        let damage = match record::decode(rest, generation, Some(seq)) {
             Decoded::Record(r, used) => {
                 if r.kind == Kind::Commit {
                     records.append(&mut pending);
@@ -311,17 +345,19 @@ pub fn scan<F: SegmentFile>(file: &F) -> io::Result<Scan> {
                 }
                 pos += used;
                 seq += 1;
+                continue;
             }
             Decoded::End => break ScanEnd::Clean { offset: pos as u64 },
             // A record of the file's previous use (it was recycled): the end of this one.
             Decoded::Stale if rest.get(8..12) != Some(&generation.to_le_bytes()[..]) => {
                 break ScanEnd::Clean { offset: pos as u64 };
             }
-            Decoded::Stale | Decoded::Torn => {
-                break damaged(&data, pos, generation, seq, "torn or stale record");
-            }
-            Decoded::Corrupt(why) => break damaged(&data, pos, generation, seq, why),
-        }
+            Decoded::Stale | Decoded::Torn => "torn or stale record",
+            Decoded::Corrupt(why) => why,
+        };
+        // Damage: whether it is a torn tail or corruption depends on the rest of the file.
+        load(&mut data, len)?;
+        break damaged(&data, pos, generation, seq, damage);
     };
     // What resuming must zero so a later scan cannot take it for records after new ones:
     // after a clean end nothing (every batch ends with an end marker, and a torn write keeps

@@ -286,6 +286,20 @@ fn take_batch(p: &mut Pending) -> Vec<Op> {
     p.ops.drain(..n).collect()
 }
 
+/// A record of the batch, kept to apply to the index once the batch is written.
+enum Applied {
+    /// A message: what the index needs, without its body.
+    Enqueue {
+        place: Place,
+        len: usize,
+        msg: u64,
+        meta: Meta,
+        refs: Vec<Ref>,
+    },
+    /// Any other record, with its (small) payload.
+    Record(Place, Kind, Vec<u8>),
+}
+
 /// Appends one batch, commits it, and applies it to the index. The index is updated only
 /// after the records are written, so a reader never looks for a body not yet in the file.
 fn write_batch<S: Storage>(
@@ -307,16 +321,22 @@ fn write_batch<S: Storage>(
             source: std::io::Error::other(why),
         });
     }
-    let mut applied: Vec<(Place, Kind, Vec<u8>)> = Vec::with_capacity(ops.len());
+    let mut applied: Vec<Applied> = Vec::with_capacity(ops.len());
     let mut settles: Vec<(u32, u64)> = Vec::new();
     let mut stats = WriterStats::default();
-    let mut append = |log: &mut Log<S>, kind: Kind, payload: Vec<u8>| -> Result<(), LogError> {
+    fn push<S: Storage>(
+        log: &mut Log<S>,
+        applied: &mut Vec<Applied>,
+        stats: &mut WriterStats,
+        kind: Kind,
+        payload: Vec<u8>,
+    ) -> Result<(), LogError> {
         let place = log.append(kind, &payload)?;
         stats.records += 1;
         stats.bytes += (payload.len() + super::record::HEADER_LEN) as u64;
-        applied.push((place, kind, payload));
+        applied.push(Applied::Record(place, kind, payload));
         Ok(())
-    };
+    }
     let mut failed = None;
     for op in ops {
         if failed.is_some() {
@@ -329,7 +349,7 @@ fn write_batch<S: Storage>(
             scratch.clear();
             payload::encode_settle(scratch, &settles);
             settles.clear();
-            if let Err(e) = append(log, Kind::Settle, scratch.clone()) {
+            if let Err(e) = push(log, &mut applied, &mut stats, Kind::Settle, scratch.clone()) {
                 failed = Some(e);
             }
         }
@@ -341,9 +361,26 @@ fn write_batch<S: Storage>(
                 refs,
                 body,
             } => {
-                payload::encode_enqueue(&mut p, msg, &meta, &refs, &body);
-                stats.enqueued += 1;
-                append(log, Kind::Enqueue, p)
+                // Encoded straight into the batch: the body is copied once, there.
+                let len = payload::enqueue_overhead(&refs) + body.len();
+                match log.append_with(Kind::Enqueue, len, &mut |out| {
+                    payload::encode_enqueue(out, msg, &meta, &refs, &body)
+                }) {
+                    Ok(place) => {
+                        stats.enqueued += 1;
+                        stats.records += 1;
+                        stats.bytes += (len + super::record::HEADER_LEN) as u64;
+                        applied.push(Applied::Enqueue {
+                            place,
+                            len,
+                            msg,
+                            meta,
+                            refs,
+                        });
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                }
             }
             Op::Settle { queue, msg } => {
                 settles.push((queue, msg));
@@ -356,7 +393,7 @@ fn write_batch<S: Storage>(
                 annotations,
             } => {
                 payload::encode_update(&mut p, queue, msg, delivery_count, &annotations);
-                append(log, Kind::Update, p)
+                push(log, &mut applied, &mut stats, Kind::Update, p)
             }
             Op::DeadLetter {
                 from,
@@ -365,7 +402,7 @@ fn write_batch<S: Storage>(
                 annotations,
             } => {
                 payload::encode_dead_letter(&mut p, from, msg, to, &annotations);
-                append(log, Kind::DeadLetter, p)
+                push(log, &mut applied, &mut stats, Kind::DeadLetter, p)
             }
             Op::DeclareQueue { queue, name, props } => {
                 payload::encode_declare(
@@ -376,11 +413,11 @@ fn write_batch<S: Storage>(
                         props: &props,
                     },
                 );
-                append(log, Kind::Declare, p)
+                push(log, &mut applied, &mut stats, Kind::Declare, p)
             }
             Op::DeleteQueue { queue } => {
                 payload::encode_declare(&mut p, &Declare::Deleted { queue });
-                append(log, Kind::Declare, p)
+                push(log, &mut applied, &mut stats, Kind::Declare, p)
             }
             Op::Done(d) => {
                 dones.push(d);
@@ -394,7 +431,7 @@ fn write_batch<S: Storage>(
     if failed.is_none() && !settles.is_empty() {
         scratch.clear();
         payload::encode_settle(scratch, &settles);
-        if let Err(e) = append(log, Kind::Settle, scratch.clone()) {
+        if let Err(e) = push(log, &mut applied, &mut stats, Kind::Settle, scratch.clone()) {
             failed = Some(e);
         }
     }
@@ -404,10 +441,21 @@ fn write_batch<S: Storage>(
     log.commit_with(sync)?;
     {
         let mut index = shared.lock_index();
-        for (place, kind, payload) in &applied {
-            // Our own records always parse; a failure here would be a bug, not damage.
-            if let Err(why) = index.apply(*place, *kind, payload) {
-                tracing::error!(why, "index update failed");
+        for a in applied {
+            match a {
+                Applied::Enqueue {
+                    place,
+                    len,
+                    msg,
+                    meta,
+                    refs,
+                } => index.apply_enqueue(place, len, msg, meta, refs),
+                Applied::Record(place, kind, payload) => {
+                    // Our own records always parse; a failure would be a bug, not damage.
+                    if let Err(why) = index.apply(place, kind, &payload) {
+                        tracing::error!(why, "index update failed");
+                    }
+                }
             }
         }
     }

@@ -15,4 +15,5 @@ pub mod idle;
 pub mod null;
 pub mod procstat;
 pub mod scenario;
+pub mod storebench;
 pub mod wire;

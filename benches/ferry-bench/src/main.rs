@@ -61,6 +61,25 @@ enum Command {
     },
     /// Runs the scenario matrix against Ferry and its peers; writes target/bench-report/.
     Compare(compare::CompareArgs),
+    /// The write-ahead log alone: write rate, recovery time (warm and cold cache), and the
+    /// disk's synced write bandwidth.
+    Store {
+        /// Scratch directory (removed before and after).
+        #[arg(long, default_value = "target/store-bench")]
+        dir: std::path::PathBuf,
+        /// Messages to write.
+        #[arg(long, default_value_t = 1_000_000)]
+        messages: u64,
+        /// Body size.
+        #[arg(long, default_value_t = 1024)]
+        size: usize,
+        /// Sync each batch (`always`) or never.
+        #[arg(long)]
+        no_sync: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -233,5 +252,40 @@ fn main() {
             });
         }
         Command::Compare(args) => std::process::exit(compare::main(args)),
+        Command::Store {
+            dir,
+            messages,
+            size,
+            no_sync,
+            json,
+        } => {
+            let sync = if no_sync {
+                ferry::store::SyncPolicy::Never
+            } else {
+                ferry::store::SyncPolicy::Always
+            };
+            match ferry_bench::storebench::run(&dir, messages, size, sync) {
+                Ok(r) if json => println!("{}", serde_json::json!(r)),
+                Ok(r) => println!(
+                    "store      {} × {} B: {:.0} msgs/s, {:.0} MB/s, {} syncs, {} segments\n\
+                     recovery   {} messages: {:.2} s warm, {:.2} s cold\n\
+                     disk       {:.0} MB/s sequential with fdatasync per MiB",
+                    r.messages,
+                    r.size,
+                    r.write_msgs_per_sec,
+                    r.write_mb_per_sec,
+                    r.syncs,
+                    r.segments,
+                    r.recovered,
+                    r.recover_warm_secs,
+                    r.recover_cold_secs,
+                    r.disk_mb_per_sec
+                ),
+                Err(e) => {
+                    eprintln!("ferry-bench store: {e}");
+                    std::process::exit(1);
+                }
+            }
+        }
     }
 }
