@@ -82,7 +82,26 @@ impl Running {
         let _ = tokio::time::timeout(self.grace, wait).await;
         if let Some(store) = self.store {
             // Whatever the connections queued is written (and synced) before we return.
-            let _ = tokio::task::spawn_blocking(move || store.close()).await;
+            let store = tokio::task::spawn_blocking(move || {
+                store.close();
+                store
+            })
+            .await;
+            if let Ok(store) = store {
+                let s = store.stats();
+                tracing::info!(
+                    batches = s.batches,
+                    syncs = s.syncs,
+                    records = s.records,
+                    enqueued = s.enqueued,
+                    bytes = s.bytes,
+                    relocated = s.relocated,
+                    retired = s.retired,
+                    segments = s.segments,
+                    live_messages = s.live_messages,
+                    "write-ahead log closed"
+                );
+            }
         }
     }
 }

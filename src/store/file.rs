@@ -232,19 +232,37 @@ pub const SPARE_FILES: usize = 2;
 #[derive(Debug, Clone)]
 pub struct FsStorage {
     dir: PathBuf,
+    /// Held open with an exclusive `flock` while this storage exists: a second broker on the
+    /// same directory would interleave its writes with ours.
+    _lock: Option<Arc<File>>,
 }
 
 impl FsStorage {
-    /// Storage in `dir`, created if missing.
+    /// Storage in `dir`, created if missing, locked against a second user.
     pub fn new(dir: &Path) -> io::Result<Self> {
         std::fs::create_dir_all(dir)?;
-        Ok(Self::existing(dir))
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("LOCK"))?;
+        lock_exclusive(&lock).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("{} is in use by another process ({e})", dir.display()),
+            )
+        })?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            _lock: Some(Arc::new(lock)),
+        })
     }
 
-    /// Storage in `dir` as it is, for reading only (`ferry wal check`).
+    /// Storage in `dir` as it is, for reading only (`ferry wal check`): not locked.
     pub fn existing(dir: &Path) -> Self {
         Self {
             dir: dir.to_path_buf(),
+            _lock: None,
         }
     }
 
@@ -339,6 +357,20 @@ impl Storage for FsStorage {
 
     fn free_space(&self) -> Option<u64> {
         free_bytes(&self.dir)
+    }
+}
+
+/// Takes an exclusive `flock` on `file` without waiting; released when it is closed (also
+/// by the kernel when the process dies, so a `kill -9` never leaves a stale lock).
+#[allow(unsafe_code)]
+fn lock_exclusive(file: &File) -> io::Result<()> {
+    use std::os::unix::io::AsRawFd;
+    // SAFETY: a valid open descriptor; flock only changes its lock state.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 

@@ -81,6 +81,11 @@ pub struct Report {
     pub p999_us: f64,
     /// Largest.
     pub max_us: f64,
+    /// Publish-to-accepted latency (unsettled sends): the time from writing a transfer to
+    /// the broker's settlement of it, 50th percentile, in microseconds.
+    pub accept_p50_us: f64,
+    /// 99th percentile of the same.
+    pub accept_p99_us: f64,
     /// Broker CPU seconds during the run.
     pub broker_cpu_secs: Option<f64>,
     /// Broker CPU microseconds per message received.
@@ -156,8 +161,11 @@ pub async fn run(target: &Target, s: &Scenario, broker_pid: Option<u32>) -> Repo
     let t0 = Instant::now();
     let _ = shared.start.set(t0);
 
+    let mut accept = new_histogram();
     for p in producers {
-        let _ = p.await;
+        if let Ok(h) = p.await {
+            let _ = accept.add(&h);
+        }
     }
     let mut hist = new_histogram();
     for c in consumers {
@@ -184,6 +192,8 @@ pub async fn run(target: &Target, s: &Scenario, broker_pid: Option<u32>) -> Repo
         p99_us: q(0.99),
         p999_us: q(0.999),
         max_us: hist.max() as f64 / 1000.0,
+        accept_p50_us: accept.value_at_quantile(0.5) as f64 / 1000.0,
+        accept_p99_us: accept.value_at_quantile(0.99) as f64 / 1000.0,
         broker_cpu_secs: broker.as_ref().map(|b| b.cpu_secs),
         broker_cpu_us_per_msg: broker.as_ref().map(|b| b.cpu_secs * 1e6 / per_msg),
         broker_peak_rss_mib: broker.as_ref().map(|b| b.peak_rss_kib as f64 / 1024.0),
@@ -278,7 +288,10 @@ async fn attach(
     Ok(link)
 }
 
-async fn produce(shared: Arc<Shared>, i: usize) {
+async fn produce(shared: Arc<Shared>, i: usize) -> Histogram<u64> {
+    let mut accepted = new_histogram();
+    // When each unsettled delivery was written, by delivery-id (bounded by the window).
+    let mut written_at: std::collections::HashMap<u32, Instant> = std::collections::HashMap::new();
     let (target, s, barrier, start) = (
         &shared.target,
         &shared.scenario,
@@ -305,7 +318,7 @@ async fn produce(shared: Arc<Shared>, i: usize) {
         Err(e) => {
             shared.fail(format!("producer {i}: {e}"));
             shared.producing.fetch_sub(1, Ordering::Relaxed);
-            return;
+            return accepted;
         }
     };
     let t0 = *start.get_or_init(Instant::now);
@@ -329,8 +342,12 @@ async fn produce(shared: Arc<Shared>, i: usize) {
                 Event::Disposition {
                     settled: true,
                     state,
+                    delivery_id,
                     ..
                 } => {
+                    if let Some(t) = written_at.remove(&delivery_id.0) {
+                        let _ = accepted.record((t.elapsed().as_nanos() as u64).max(1_000));
+                    }
                     inflight = inflight.saturating_sub(1);
                     settled += 1;
                     if matches!(state, Some(DeliveryState::Accepted(_))) {
@@ -381,8 +398,11 @@ async fn produce(shared: Arc<Shared>, i: usize) {
             let Some(m) = template.stamped(stamp, written) else {
                 break;
             };
-            if conn.engine.send(link, &m, s.presettled, None).is_err() {
+            let Ok(id) = conn.engine.send(link, &m, s.presettled, None) else {
                 break;
+            };
+            if !s.presettled {
+                written_at.insert(id.0, Instant::now());
             }
             written += 1;
             batch += 1;
@@ -420,6 +440,7 @@ async fn produce(shared: Arc<Shared>, i: usize) {
         }
     }
     conn.close().await;
+    accepted
 }
 
 async fn consume(shared: Arc<Shared>, i: usize) -> Histogram<u64> {
@@ -556,6 +577,12 @@ pub fn table(s: &Scenario, r: &Report) -> String {
         "latency    p50 {:.0} µs  p99 {:.0} µs  p99.9 {:.0} µs  max {:.0} µs\n",
         r.p50_us, r.p99_us, r.p999_us, r.max_us
     );
+    if !s.presettled {
+        out += &format!(
+            "accepted   p50 {:.0} µs  p99 {:.0} µs (publish to the broker's settlement)\n",
+            r.accept_p50_us, r.accept_p99_us
+        );
+    }
     if let (Some(cpu), Some(per), Some(rss)) = (
         r.broker_cpu_secs,
         r.broker_cpu_us_per_msg,
