@@ -16,6 +16,8 @@
 //! - [`writer`]: the group-commit thread, its sync policies, and space reclamation.
 //! - [`file`]: real files and the fault-injecting ones tests use.
 //!
+//! The on-disk format, and the recovery rule, are written down in `src/store/FORMAT.md`.
+//!
 //! The broker talks to the store through [`Journal`]: it submits [`Op`]s, which the writer
 //! makes durable in order, and reads bodies back by message id after a restart.
 
