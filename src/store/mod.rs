@@ -14,7 +14,7 @@
 //! - [`log`]: the numbered segments of a directory, replayed in order, rolled and retired.
 //! - [`index`]: what is live: messages and their queues, declarations, live bytes per segment.
 //! - [`writer`]: the group-commit thread, its sync policies, and space reclamation.
-//! - [`file`]: real files and the fault-injecting ones tests use.
+//! - [`file`](mod@file): real files and the fault-injecting ones tests use.
 //!
 //! The on-disk format, and the recovery rule, are written down in `src/store/FORMAT.md`.
 //!

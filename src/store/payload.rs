@@ -1,4 +1,4 @@
-//! What the records of the log say: the payload of each [`Kind`], little-endian throughout.
+//! What the records of the log say: the payload of each [`Kind`](super::record::Kind), little-endian throughout.
 //!
 //! ```text
 //! Enqueue, Relocate

@@ -46,7 +46,7 @@ pub type Done = Box<dyn FnOnce(Result<(), String>) + Send>;
 pub enum Op {
     /// Store a message for the queues in `refs`.
     Enqueue {
-        /// Its id (from [`super::Store::next_message_id`]).
+        /// Its id (from [`super::Journal::next_message_id`]).
         msg: u64,
         /// Times and priority.
         meta: Meta,
