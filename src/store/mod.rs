@@ -42,7 +42,7 @@ use index::Index;
 use log::{Log, LogError};
 pub use payload::{Meta, Ref};
 use record::{Decoded, HEADER_LEN};
-pub use writer::{Done, Op, SyncPolicy, WriterStats};
+pub use writer::{DISK_FULL, Done, Op, SyncPolicy, WriterStats};
 use writer::{Pending, Shared};
 
 /// How the store is set up.
@@ -136,6 +136,8 @@ pub trait Journal: Send + Sync + std::fmt::Debug {
     fn failure(&self) -> Option<String>;
     /// The writer's counters.
     fn stats(&self) -> WriterStats;
+    /// Whether the disk is too full to take new messages.
+    fn disk_full(&self) -> bool;
 }
 
 type Opener = Box<dyn Fn(u64) -> std::io::Result<Arc<dyn ReadAt>> + Send + Sync>;
@@ -207,6 +209,7 @@ impl Store {
             index: Mutex::new(index),
             stats: Mutex::new(WriterStats::default()),
             failed: Mutex::new(None),
+            disk_full: std::sync::atomic::AtomicBool::new(false),
         });
         let for_thread = Arc::clone(&shared);
         let policy = cfg.sync;
@@ -342,6 +345,10 @@ impl Journal for Store {
 
     fn stats(&self) -> WriterStats {
         *self.shared.lock_stats()
+    }
+
+    fn disk_full(&self) -> bool {
+        self.shared.disk_full.load(Ordering::Relaxed)
     }
 }
 

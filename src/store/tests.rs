@@ -280,3 +280,43 @@ fn a_flipped_bit_in_an_older_segment_refuses_the_start_naming_the_place() {
         "{err}"
     );
 }
+
+/// Below the reserve, new messages are refused with [`DISK_FULL`] while settles are still
+/// written; once space is back, messages are taken again, without any other write.
+#[test]
+fn a_full_disk_refuses_new_messages_but_keeps_settling_and_recovers() {
+    let storage = FaultStorage::default();
+    let (store, _) = Store::open(storage.clone(), config(SyncPolicy::Always)).unwrap();
+    let q = declare(&store, "q");
+    let first = store.next_message_id();
+    durable(&store, vec![enqueue(q, first, 100)]).unwrap();
+    storage.set_free_space(Some(SEGMENT));
+    let refused = store.next_message_id();
+    assert_eq!(
+        durable(&store, vec![enqueue(q, refused, 100)]),
+        Err(DISK_FULL.to_string())
+    );
+    assert!(store.disk_full());
+    durable(
+        &store,
+        vec![Op::Settle {
+            queue: q,
+            msg: first,
+        }],
+    )
+    .unwrap();
+    assert_eq!(store.stats().refused_full, 1);
+    // Freed from outside: noticed within about a second with nothing else happening.
+    storage.set_free_space(Some(100 * SEGMENT));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while store.disk_full() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!store.disk_full());
+    let later = store.next_message_id();
+    durable(&store, vec![enqueue(q, later, 100)]).unwrap();
+    store.close();
+    drop(store);
+    let (_, r) = Store::open(storage, config(SyncPolicy::Always)).unwrap();
+    assert_eq!(ids(&r, "q"), [later]);
+}

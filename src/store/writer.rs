@@ -153,7 +153,13 @@ pub struct WriterStats {
     pub live_bytes: u64,
     /// Live messages now.
     pub live_messages: u64,
+    /// Messages refused because the disk was full.
+    pub refused_full: u64,
 }
+
+/// What a refused enqueue's waiter hears while the disk is full; the broker maps it to
+/// `amqp:resource-limit-exceeded`.
+pub const DISK_FULL: &str = "disk full";
 
 /// State shared by the writer thread and the store handle.
 #[derive(Debug, Default)]
@@ -172,6 +178,8 @@ pub(super) struct Shared {
     pub(super) stats: Mutex<WriterStats>,
     /// Set when the log failed: every later write is refused with this.
     pub(super) failed: Mutex<Option<String>>,
+    /// Free space is below the reserve: new messages are refused, settles still written.
+    pub(super) disk_full: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -217,6 +225,19 @@ pub(super) fn run<S: Storage>(mut log: Log<S>, shared: Arc<Shared>, policy: Sync
                     }
                     return log;
                 }
+                // While the disk is full, look at it again every second even with nothing to
+                // write, so space freed from outside is noticed.
+                if shared.disk_full.load(std::sync::atomic::Ordering::Relaxed) {
+                    let (g, timeout) = shared
+                        .wake
+                        .wait_timeout(p, Duration::from_secs(1))
+                        .unwrap_or_else(|e| e.into_inner());
+                    p = g;
+                    if timeout.timed_out() && p.ops.is_empty() {
+                        break;
+                    }
+                    continue;
+                }
                 match policy {
                     SyncPolicy::Interval(every) if unsynced => {
                         let left = every.saturating_sub(last_sync.elapsed());
@@ -236,6 +257,7 @@ pub(super) fn run<S: Storage>(mut log: Log<S>, shared: Arc<Shared>, policy: Sync
             }
             take_batch(&mut p)
         };
+        let ops = check_space(&log, &shared, ops);
         let sync_now = match policy {
             SyncPolicy::Always => true,
             SyncPolicy::Interval(every) => last_sync.elapsed() >= every,
@@ -265,6 +287,54 @@ pub(super) fn run<S: Storage>(mut log: Log<S>, shared: Arc<Shared>, policy: Sync
             *shared.failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
         }
     }
+}
+
+/// Whether the device has room, with hysteresis: full below two segments free (the reserve
+/// that settle records and compaction may still use), room again from three. While full,
+/// every group of ops holding an enqueue has the enqueues dropped and its `Done` answered
+/// with [`DISK_FULL`]; the rest (settles, updates, declarations) is written.
+fn check_space<S: Storage>(log: &Log<S>, shared: &Shared, ops: Vec<Op>) -> Vec<Op> {
+    use std::sync::atomic::Ordering;
+    let cap = log.capacity();
+    let was_full = shared.disk_full.load(Ordering::Relaxed);
+    let full = match log.storage().free_space() {
+        Some(free) if was_full => free < 3 * cap,
+        Some(free) => free < 2 * cap,
+        None => false,
+    };
+    if full != was_full {
+        shared.disk_full.store(full, Ordering::Relaxed);
+        if full {
+            tracing::warn!(
+                reserve_bytes = 2 * cap,
+                "disk almost full: durable messages are refused (resource-limit-exceeded) and producers of durable queues get no credit until space is freed"
+            );
+        } else {
+            tracing::info!("disk space is back: durable messages are accepted again");
+        }
+    }
+    if !full {
+        return ops;
+    }
+    let mut kept = Vec::with_capacity(ops.len());
+    let mut refused = 0;
+    let mut group_refused = false;
+    for op in ops {
+        match op {
+            Op::Enqueue { .. } => {
+                refused += 1;
+                group_refused = true;
+            }
+            Op::Done(done) if group_refused => {
+                group_refused = false;
+                done(Err(DISK_FULL.into()));
+            }
+            Op::Done(done) => kept.push(Op::Done(done)),
+            other => kept.push(other),
+        }
+    }
+    shared.lock_stats().refused_full += refused;
+    kept
 }
 
 /// Takes up to [`MAX_BATCH_BYTES`] of ops, whole.

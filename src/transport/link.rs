@@ -388,7 +388,27 @@ impl Links {
             }
         };
         // A durable message for a durable queue goes through the store; so does every later
-        // message of this turn, to keep their order.
+        // message of this turn, to keep their order. With the disk full it is refused: the
+        // producer got its credit before the disk filled.
+        if let Ok(q) = &queue
+            && q.durability().is_some_and(|d| d.journal.disk_full())
+            && d.message.header().is_ok_and(|h| h.durable)
+        {
+            if !d.settled {
+                let _ = engine.settle_incoming(
+                    link,
+                    d.delivery_id,
+                    DeliveryState::Rejected(Rejected {
+                        error: Some(Error::new(
+                            ErrorCondition::ResourceLimitExceeded,
+                            "the broker's disk is full",
+                        )),
+                    }),
+                );
+            }
+            self.refill(engine, link);
+            return;
+        }
         if let Ok(q) = &queue
             && let Some(journal) = q.durability().map(|d| &d.journal)
             && (!self.staged.is_empty() || d.message.header().is_ok_and(|h| h.durable))
@@ -596,6 +616,12 @@ impl Links {
         for (deliveries, result) in self.acks.take() {
             let state = match &result {
                 Ok(()) => DeliveryState::Accepted(Accepted {}),
+                Err(why) if why == crate::store::DISK_FULL => DeliveryState::Rejected(Rejected {
+                    error: Some(Error::new(
+                        ErrorCondition::ResourceLimitExceeded,
+                        "the broker's disk is full",
+                    )),
+                }),
                 Err(why) => DeliveryState::Rejected(Rejected {
                     error: Some(Error::new(
                         ErrorCondition::InternalError,
