@@ -121,6 +121,9 @@ pub struct QueuesConfig {
     pub declare: Vec<QueueDecl>,
     /// Whether queues created by an attach keep durable messages on disk.
     pub auto_create_durable: bool,
+    /// Bytes of a durable queue's stored messages kept in memory; the rest waits on disk.
+    #[serde(deserialize_with = "de_size")]
+    pub page_above: u64,
 }
 
 impl Default for QueuesConfig {
@@ -129,6 +132,7 @@ impl Default for QueuesConfig {
             defaults: QueueLimits::default(),
             declare: Vec::new(),
             auto_create_durable: true,
+            page_above: 64 * MIB,
         }
     }
 }

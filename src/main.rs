@@ -128,6 +128,7 @@ fn server_spec(config: &Config) -> ServerSpec {
                 })
                 .collect(),
             auto_create_durable: config.queues.auto_create_durable,
+            page_above: usize::try_from(config.queues.page_above).unwrap_or(usize::MAX),
             link_credit: b.link_credit,
             link_credit_bytes: usize::try_from(b.link_credit_bytes).unwrap_or(usize::MAX),
         },

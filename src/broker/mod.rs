@@ -42,6 +42,8 @@ pub struct BrokerConfig {
     pub declared: Vec<DeclaredQueue>,
     /// Whether queues created by an attach are durable (when there is a store).
     pub auto_create_durable: bool,
+    /// Bytes of a durable queue's stored messages kept in memory; the rest waits on disk.
+    pub page_above: usize,
     /// Most credit granted to one producer link, in messages.
     pub link_credit: u32,
     /// Most credit granted to one producer link, in bytes (with the running average size).
@@ -62,6 +64,7 @@ impl Default for BrokerConfig {
             },
             declared: Vec::new(),
             auto_create_durable: true,
+            page_above: 64 << 20,
             link_credit: 256,
             link_credit_bytes: 1 << 20,
         }
@@ -147,6 +150,7 @@ impl Broker {
                     Some(Durability {
                         journal: Arc::clone(&journal),
                         id: rq.id,
+                        page_above: cfg.page_above,
                     }),
                 );
                 tracing::info!(queue = %rq.name, messages = rq.messages.len(), "durable queue recovered");
@@ -164,7 +168,7 @@ impl Broker {
             let durability = journal
                 .as_ref()
                 .filter(|_| d.durable)
-                .map(|j| declare(j, &d.name, PROPS_DECLARED));
+                .map(|j| declare(j, &d.name, PROPS_DECLARED, cfg.page_above));
             queues.insert(
                 d.name.clone(),
                 Arc::new(Queue::with_durability(
@@ -236,7 +240,7 @@ impl Broker {
             .journal
             .as_ref()
             .filter(|_| self.cfg.auto_create_durable)
-            .map(|j| declare(j, address, PROPS_AUTO));
+            .map(|j| declare(j, address, PROPS_AUTO, self.cfg.page_above));
         let q = Arc::new(Queue::with_durability(
             address.to_string(),
             QueueKind::AutoCreated,
@@ -336,7 +340,7 @@ impl Broker {
 
 /// Declares a durable queue in the store; the declaration is queued ahead of anything that
 /// could be enqueued on it.
-fn declare(journal: &Arc<dyn Journal>, name: &str, props: &[u8]) -> Durability {
+fn declare(journal: &Arc<dyn Journal>, name: &str, props: &[u8], page_above: usize) -> Durability {
     let id = journal.next_queue_id();
     journal.submit(vec![Op::DeclareQueue {
         queue: id,
@@ -346,5 +350,6 @@ fn declare(journal: &Arc<dyn Journal>, name: &str, props: &[u8]) -> Durability {
     Durability {
         journal: Arc::clone(journal),
         id,
+        page_above,
     }
 }

@@ -133,26 +133,15 @@ pub struct Durability {
     pub journal: Arc<dyn Journal>,
     /// The queue's id there.
     pub id: u32,
-}
-
-/// A message held by a queue: in memory, or (after a restart) only in the store until a
-/// consumer is about to get it.
-// Nearly every entry is `Loaded`; boxing it would cost an allocation per message.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug)]
-enum Body {
-    Loaded(Message),
-    OnDisk {
-        delivery_count: u32,
-        /// Annotation changes to merge when it is read (as the store keeps them).
-        annotations: Vec<u8>,
-    },
+    /// Bytes of stored messages kept in memory; past it they wait on disk only (paged out)
+    /// and are read back in order as consumers catch up.
+    pub page_above: usize,
 }
 
 #[derive(Debug)]
 struct Entry {
     id: u64,
-    body: Body,
+    message: Message,
     /// The message's id in the store, if it is stored.
     stored: Option<u64>,
     /// Consumers this message must not go to again (modified undeliverable-here).
@@ -162,10 +151,7 @@ struct Entry {
 impl Entry {
     /// Bytes it holds in memory.
     fn len(&self) -> usize {
-        match &self.body {
-            Body::Loaded(m) => m.len(),
-            Body::OnDisk { .. } => 0,
-        }
+        self.message.len()
     }
 }
 
@@ -206,6 +192,24 @@ struct State {
     producers: Vec<(ConsumerId, mpsc::Sender<Outbound>)>,
     deleted: bool,
     idle_since: Option<Instant>,
+    /// Stored messages found at start-up and not read yet, after `ready` in order: (store
+    /// id, delivery-count).
+    restored: VecDeque<(u64, u32)>,
+    /// Annotation changes of restored messages that have any.
+    restored_annotations: IdMap<u64, Vec<u8>>,
+    /// Paged-out messages, after `restored` in order: the store holds them in its cold runs.
+    cold: u64,
+    /// Their bytes (for the byte limit).
+    cold_bytes: usize,
+    /// A consumer had credit while paged-out messages were still on their way to the log.
+    waiting_for_store: bool,
+}
+
+impl State {
+    /// Messages waiting for a consumer, wherever they are.
+    fn waiting(&self) -> usize {
+        self.ready.len() + self.restored.len() + self.cold as usize
+    }
 }
 
 /// Counters, for metrics and tests.
@@ -278,17 +282,10 @@ impl Queue {
     pub(crate) fn restore(&self, messages: Vec<RecoveredMessage>) {
         let mut s = self.lock();
         for m in messages {
-            let id = s.next_entry;
-            s.next_entry += 1;
-            s.ready.push_back(Entry {
-                id,
-                body: Body::OnDisk {
-                    delivery_count: m.delivery_count,
-                    annotations: m.annotations,
-                },
-                stored: Some(m.msg),
-                excluded: Vec::new(),
-            });
+            if !m.annotations.is_empty() {
+                s.restored_annotations.insert(m.msg, m.annotations);
+            }
+            s.restored.push_back((m.msg, m.delivery_count));
         }
     }
 
@@ -323,7 +320,7 @@ impl Queue {
     pub fn stats(&self) -> QueueStats {
         let s = self.lock();
         QueueStats {
-            ready: s.ready.len(),
+            ready: s.waiting(),
             unacked: s.unacked.len(),
             bytes: s.bytes,
             consumers: s.consumers.len(),
@@ -344,16 +341,20 @@ impl Queue {
             return 0;
         }
         let typical = typical.max(1);
-        let held = s.ready.len() + s.unacked.len();
+        let held = s.waiting() + s.unacked.len();
         let by_count = match self.limits.max_length {
             0 => usize::MAX,
             max => max.saturating_sub(held),
         };
         let by_bytes = match self.limits.max_bytes {
             0 => usize::MAX,
-            max => max.saturating_sub(s.bytes) / typical,
+            max => max.saturating_sub(s.bytes + s.cold_bytes) / typical,
         };
-        let by_memory = self.memory.available() / typical;
+        // A durable queue pages what does not fit in memory out to disk.
+        let by_memory = match &self.durable {
+            Some(_) => usize::MAX,
+            None => self.memory.available() / typical,
+        };
         if self.durable.as_ref().is_some_and(|d| {
             d.journal.backlog() > MAX_STORE_BACKLOG || d.journal.failure().is_some()
         }) {
@@ -370,7 +371,7 @@ impl Queue {
     /// Adds a message. Granted credit may slightly overshoot the limits (several producers
     /// share the room); the overshoot is bounded by the credit in flight.
     pub fn enqueue(self: &Arc<Self>, message: Message) -> Result<(), ErrorCondition> {
-        self.enqueue_stored(message, None)
+        self.enqueue_stored(message, None).map(|_| ())
     }
 
     /// Whether a message of `len` bytes may be enqueued here at all.
@@ -381,34 +382,69 @@ impl Queue {
         Ok(())
     }
 
-    /// Adds a message the store already has under id `stored` (the caller submitted its
-    /// enqueue before calling this, so the store sees the enqueue before any settle).
+    /// Adds a message; with `stored`, one that goes to the store under that id. The store's
+    /// enqueue record is submitted here, under the queue's lock, before the message can be
+    /// dispatched: so the store sees it before any settle, and in this queue's order, which
+    /// is what lets paged-out messages be found again by position. Returns whether the
+    /// message was paged out.
     pub fn enqueue_stored(
         self: &Arc<Self>,
         message: Message,
         stored: Option<u64>,
-    ) -> Result<(), ErrorCondition> {
+    ) -> Result<bool, ErrorCondition> {
         self.check_size(message.len())?;
-        // Stored messages must not pin the read buffers they arrived in (see COMPACT_BELOW);
-        // the copy is made before taking the lock.
-        let message = message.compacted(COMPACT_BELOW);
         let mut s = self.lock();
         if s.deleted {
             return Err(ErrorCondition::ResourceDeleted);
         }
+        s.idle_since = None;
+        let len = message.len();
+        if let (Some(msg), Some(d)) = (stored, &self.durable) {
+            let cold = !s.restored.is_empty()
+                || s.cold > 0
+                || s.bytes + len > d.page_above
+                || self.memory.available() < len;
+            d.journal.submit(vec![Op::Enqueue {
+                msg,
+                meta: Default::default(),
+                refs: vec![crate::store::Ref {
+                    queue: d.id,
+                    ..Default::default()
+                }],
+                body: message.to_contiguous(),
+                cold,
+            }]);
+            if cold {
+                s.cold += 1;
+                s.cold_bytes += len;
+                self.dispatch(&mut s);
+                return Ok(true);
+            }
+        }
+        // Stored messages must not pin the read buffers they arrived in (see COMPACT_BELOW).
+        let message = message.compacted(COMPACT_BELOW);
         let id = s.next_entry;
         s.next_entry += 1;
-        s.bytes += message.len();
-        self.memory.charge(message.len());
+        s.bytes += len;
+        self.memory.charge(len);
         s.ready.push_back(Entry {
             id,
-            body: Body::Loaded(message),
+            message,
             stored,
             excluded: Vec::new(),
         });
-        s.idle_since = None;
         self.dispatch(&mut s);
-        Ok(())
+        Ok(false)
+    }
+
+    /// The store has written this queue's paged-out messages of a turn: a consumer that
+    /// caught up with them meanwhile gets them now.
+    pub fn on_stored(self: &Arc<Self>) {
+        let mut s = self.lock();
+        if s.waiting_for_store {
+            s.waiting_for_store = false;
+            self.dispatch(&mut s);
+        }
     }
 
     /// Registers a producer link (for lifetimes, auto-delete, and detaching it on delete).
@@ -486,7 +522,7 @@ impl Queue {
     fn mark_idle(s: &mut State, now: Instant) {
         if s.consumers.is_empty()
             && s.producers.is_empty()
-            && s.ready.is_empty()
+            && s.waiting() == 0
             && s.unacked.is_empty()
         {
             s.idle_since.get_or_insert(now);
@@ -513,7 +549,7 @@ impl Queue {
     /// Whether it holds no messages.
     pub fn is_empty(&self) -> bool {
         let s = self.lock();
-        s.ready.is_empty() && s.unacked.is_empty()
+        s.waiting() == 0 && s.unacked.is_empty()
     }
 
     /// Applies a consumer's outcome to a delivered message.
@@ -587,11 +623,8 @@ impl Queue {
         annotations: Option<&Fields>,
         ops: &mut Vec<Op>,
     ) {
-        let Body::Loaded(message) = &e.body else {
-            return;
-        };
-        let old = message.len();
-        let message = modified(message, delivery_failed, annotations);
+        let old = e.message.len();
+        let message = modified(&e.message, delivery_failed, annotations);
         let new = message.len();
         s.bytes = s.bytes.saturating_sub(old) + new;
         if new >= old {
@@ -609,41 +642,85 @@ impl Queue {
                     .unwrap_or_default(),
             });
         }
-        e.body = Body::Loaded(message);
+        e.message = message;
     }
 
-    /// Reads an entry's body back from the store if it is only there. `false` if it cannot
-    /// be read: the entry is then dropped (logged) so it cannot block the queue.
-    fn load(&self, s: &mut State, e: &mut Entry) -> bool {
-        let Body::OnDisk {
-            delivery_count,
-            annotations,
-        } = &e.body
-        else {
-            return true;
+    /// Reads messages back from the store, in order, while consumers have more credit than
+    /// `ready` has messages: restored ones by id, then paged-out ones from the cold runs.
+    fn refill(&self, s: &mut State) {
+        let Some(d) = &self.durable else {
+            return;
         };
-        let (Some(msg), Some(d)) = (e.stored, &self.durable) else {
-            return false;
-        };
-        let loaded = d
-            .journal
-            .read(msg)
-            .map_err(|e| e.to_string())
-            .and_then(|bytes| Message::decode(bytes).map_err(|e| e.to_string()))
-            .map(|m| restored(m, *delivery_count, annotations));
-        match loaded {
-            Ok(message) => {
-                s.bytes += message.len();
-                self.memory.charge(message.len());
-                e.body = Body::Loaded(message);
-                true
+        let want: usize = s
+            .consumers
+            .iter()
+            .map(|c| c.credit as usize)
+            .sum::<usize>()
+            .min(SKIP_SCAN_LIMIT);
+        while s.ready.len() < want && (!s.restored.is_empty() || s.cold > 0) {
+            if let Some((msg, delivery_count)) = s.restored.pop_front() {
+                let annotations = s.restored_annotations.remove(&msg).unwrap_or_default();
+                let read = d
+                    .journal
+                    .read(msg)
+                    .map_err(|e| e.to_string())
+                    .and_then(|b| Message::decode(b).map_err(|e| e.to_string()));
+                match read {
+                    Ok(m) => self.push_loaded(s, restored(m, delivery_count, &annotations), msg),
+                    Err(why) => {
+                        tracing::error!(queue = %self.name, msg, why, "a stored message cannot be read; it is dropped");
+                        d.journal.submit(vec![Op::Settle { queue: d.id, msg }]);
+                    }
+                }
+                continue;
             }
-            Err(why) => {
-                tracing::error!(queue = %self.name, msg, why, "a stored message cannot be read; it is dropped");
-                self.journal(|queue| vec![Op::Settle { queue, msg }]);
-                false
+            let batch = (want - s.ready.len()).clamp(64, 1024);
+            match d.journal.page_in(d.id, batch, 1 << 20) {
+                Ok(paged) if paged.is_empty() => {
+                    // Submitted but not yet written: dispatch again once it is.
+                    s.waiting_for_store = true;
+                    break;
+                }
+                Ok(paged) => {
+                    for p in paged {
+                        s.cold = s.cold.saturating_sub(1);
+                        let len = p.body.len();
+                        s.cold_bytes = s.cold_bytes.saturating_sub(len);
+                        match Message::decode(p.body) {
+                            Ok(m) => self.push_loaded(
+                                s,
+                                restored(m, p.delivery_count, &p.annotations),
+                                p.msg,
+                            ),
+                            Err(e) => {
+                                tracing::error!(queue = %self.name, msg = p.msg, error = %e, "a paged message does not decode; it is dropped");
+                                d.journal.submit(vec![Op::Settle {
+                                    queue: d.id,
+                                    msg: p.msg,
+                                }]);
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(queue = %self.name, error = %e, "paged messages cannot be read");
+                    break;
+                }
             }
         }
+    }
+
+    fn push_loaded(&self, s: &mut State, message: Message, msg: u64) {
+        let id = s.next_entry;
+        s.next_entry += 1;
+        s.bytes += message.len();
+        self.memory.charge(message.len());
+        s.ready.push_back(Entry {
+            id,
+            message,
+            stored: Some(msg),
+            excluded: Vec::new(),
+        });
     }
 
     /// A message the connection could not send after all (credit shrank meanwhile): back to
@@ -679,6 +756,10 @@ impl Queue {
         let held = s.bytes;
         s.ready.clear();
         s.unacked.clear();
+        s.restored.clear();
+        s.restored_annotations.clear();
+        s.cold = 0;
+        s.cold_bytes = 0;
         s.bytes = 0;
         self.memory.refund(held);
     }
@@ -693,23 +774,8 @@ impl Queue {
         // excluded for a consumer (modified undeliverable-here) or too large for it must not
         // hold back the messages behind it (within SKIP_SCAN_LIMIT of the head).
         while s.consumers.iter().any(|c| c.credit > 0) {
-            // Entries restored from the store are read back as they near the head.
-            let credit: usize = s.consumers.iter().map(|c| c.credit as usize).sum();
-            let mut i = 0;
-            while i < credit.min(SKIP_SCAN_LIMIT).min(s.ready.len()) {
-                let on_disk = s
-                    .ready
-                    .get(i)
-                    .is_some_and(|e| matches!(e.body, Body::OnDisk { .. }));
-                if on_disk && let Some(mut e) = s.ready.remove(i) {
-                    if self.load(s, &mut e) {
-                        s.ready.insert(i, e);
-                    } else {
-                        continue;
-                    }
-                }
-                i += 1;
-            }
+            // Messages only on disk are read back as consumers reach them.
+            self.refill(s);
             let mut chosen = None;
             'scan: for (pos, entry) in s.ready.iter().take(SKIP_SCAN_LIMIT).enumerate() {
                 for k in 0..n {
@@ -736,12 +802,7 @@ impl Queue {
             };
             c.credit -= 1;
             let (id, presettled) = (c.id, c.presettled);
-            let Body::Loaded(message) = &entry.body else {
-                // Loaded above; if not, put it back and stop this round.
-                Self::requeue(s, entry);
-                break;
-            };
-            let message = message.clone();
+            let message = entry.message.clone();
             let entry_id = entry.id;
             let queue = Arc::clone(self);
             // Pre-settled: forgotten once handed over; unsettled: kept until the outcome.
@@ -776,9 +837,11 @@ impl Queue {
         // Drain: a consumer that asked to drain and still has credit has seen everything it
         // may take.
         let ready = &s.ready;
+        let elsewhere = !s.restored.is_empty() || s.cold > 0;
         for c in s.consumers.iter_mut() {
             if c.drain
-                && (c.credit == 0 || !ready.iter().take(SKIP_SCAN_LIMIT).any(|e| c.may_take(e)))
+                && (c.credit == 0
+                    || (!elsewhere && !ready.iter().take(SKIP_SCAN_LIMIT).any(|e| c.may_take(e))))
             {
                 c.drain = false;
                 c.credit = 0;

@@ -229,12 +229,21 @@ pub trait Storage: Send + Sync + 'static {
 pub const SPARE_FILES: usize = 2;
 
 /// Segments as files `00000001.wal`, `00000002.wal`, … in a directory.
-#[derive(Debug, Clone)]
+///
+/// A clone reads and writes the same directory but does not hold its lock: only the storage
+/// the log owns does, so the lock goes when the log is closed, however many readers remain.
+#[derive(Debug)]
 pub struct FsStorage {
     dir: PathBuf,
     /// Held open with an exclusive `flock` while this storage exists: a second broker on the
     /// same directory would interleave its writes with ours.
     _lock: Option<Arc<File>>,
+}
+
+impl Clone for FsStorage {
+    fn clone(&self) -> Self {
+        Self::existing(&self.dir)
+    }
 }
 
 impl FsStorage {

@@ -139,8 +139,10 @@ pub struct QueueDecl {
 /// What is live in one segment.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SegmentStat {
-    /// Messages whose record is here.
+    /// Messages whose record is here and which the index holds one by one.
     pub messages: u64,
+    /// References here held only in cold runs (see [`ColdRun`]).
+    pub cold: u64,
     /// Their record bytes.
     pub bytes: u64,
     /// Queue declarations whose record is here.
@@ -150,8 +152,29 @@ pub struct SegmentStat {
 impl SegmentStat {
     /// Whether nothing here is needed any more.
     pub fn is_dead(&self) -> bool {
-        self.messages == 0 && self.declarations == 0
+        self.messages == 0 && self.cold == 0 && self.declarations == 0
     }
+}
+
+/// A stretch of one segment holding a queue's paged-out messages: every `Enqueue` or
+/// `Relocate` record between `start` and `end` that references the queue is one of them.
+/// That holds because a queue sends all its stored messages cold from its first paged-out
+/// message until it has read every run back, and runs are sealed when compaction writes
+/// copies into the log. So a backlog costs a few words per run, not per message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ColdRun {
+    /// The segment.
+    pub segment: u64,
+    /// Offset of the first record.
+    pub start: u64,
+    /// Offset just past the last record.
+    pub end: u64,
+    /// Records of the queue in the stretch.
+    pub count: u64,
+    /// Their bytes, framing included.
+    pub bytes: u64,
+    /// No more records may be added (compaction wrote copies after it).
+    pub sealed: bool,
 }
 
 /// The index.
@@ -169,6 +192,8 @@ pub struct Index {
     pub next_queue: u32,
     /// Bytes of live records.
     pub live_bytes: u64,
+    /// Each queue's paged-out messages, oldest first.
+    pub cold: IdMap<u32, std::collections::VecDeque<ColdRun>>,
 }
 
 fn record_bytes(len: u32) -> u64 {
@@ -237,6 +262,138 @@ impl Index {
         };
         self.link(&live);
         self.messages.insert(msg, live);
+    }
+
+    /// Applies an `Enqueue` of `len` payload bytes at `place` for queues that keep it paged
+    /// out: it joins each queue's last cold run, or starts one.
+    pub fn apply_cold(&mut self, place: Place, len: usize, msg: u64, refs: &[Ref]) {
+        self.next_msg = self.next_msg.max(msg + 1);
+        let bytes = record_bytes(len as u32);
+        let end = place.offset + bytes;
+        for r in refs {
+            let runs = self.cold.entry(r.queue).or_default();
+            match runs.back_mut() {
+                Some(last)
+                    if !last.sealed
+                        && last.segment == place.segment
+                        && last.end <= place.offset =>
+                {
+                    last.end = end;
+                    last.count += 1;
+                    last.bytes += bytes;
+                }
+                _ => runs.push_back(ColdRun {
+                    segment: place.segment,
+                    start: place.offset,
+                    end,
+                    count: 1,
+                    bytes,
+                    sealed: false,
+                }),
+            }
+            let s = self.stat(place.segment);
+            s.cold += 1;
+            s.bytes += bytes;
+            self.live_bytes += bytes;
+        }
+    }
+
+    /// `queue` read `taken` messages (`bytes` of records) from the front of its first cold
+    /// run, which now starts at `next`; they are now held one by one (`hot`).
+    pub fn take_cold(
+        &mut self,
+        queue: u32,
+        next: u64,
+        taken: u64,
+        bytes: u64,
+        hot: Vec<(u64, Live)>,
+    ) {
+        let Some(runs) = self.cold.get_mut(&queue) else {
+            return;
+        };
+        let Some(first) = runs.front_mut() else {
+            return;
+        };
+        let segment = first.segment;
+        first.count = first.count.saturating_sub(taken);
+        first.bytes = first.bytes.saturating_sub(bytes);
+        first.start = next;
+        if first.count == 0 {
+            runs.pop_front();
+        }
+        if runs.is_empty() {
+            self.cold.remove(&queue);
+        }
+        let s = self.stat(segment);
+        s.cold = s.cold.saturating_sub(taken);
+        s.bytes = s.bytes.saturating_sub(bytes);
+        self.live_bytes = self.live_bytes.saturating_sub(bytes);
+        for (msg, live) in hot {
+            match self.messages.get_mut(&msg) {
+                // Already held for another queue: this queue's reference joins it.
+                Some(existing) => {
+                    let mut refs = existing.refs.to_vec();
+                    refs.extend(live.refs.to_vec());
+                    existing.refs = Refs::from_vec(refs);
+                }
+                None => {
+                    self.link(&live);
+                    self.messages.insert(msg, live);
+                }
+            }
+        }
+    }
+
+    /// Drops `queue`'s cold runs (the queue was deleted).
+    fn drop_cold(&mut self, queue: u32) {
+        for run in self.cold.remove(&queue).unwrap_or_default() {
+            let s = self.stat(run.segment);
+            s.cold = s.cold.saturating_sub(run.count);
+            s.bytes = s.bytes.saturating_sub(run.bytes);
+            self.live_bytes = self.live_bytes.saturating_sub(run.bytes);
+        }
+    }
+
+    /// Seals every queue's last cold run: records written from now on start new runs.
+    pub fn seal_cold(&mut self) {
+        for runs in self.cold.values_mut() {
+            if let Some(last) = runs.back_mut() {
+                last.sealed = true;
+            }
+        }
+    }
+
+    /// Replaces a cold run (found by its queue, segment and start) with `pieces` (its
+    /// records copied elsewhere), keeping its position in the queue's order.
+    pub fn replace_cold(&mut self, queue: u32, from: (u64, u64), pieces: Vec<ColdRun>) {
+        let Some(runs) = self.cold.get_mut(&queue) else {
+            return;
+        };
+        let Some(i) = runs
+            .iter()
+            .position(|r| r.segment == from.0 && r.start == from.1)
+        else {
+            return;
+        };
+        let Some(old) = runs.remove(i) else {
+            return;
+        };
+        for (k, p) in pieces.iter().enumerate() {
+            runs.insert(i + k, *p);
+        }
+        if runs.is_empty() {
+            self.cold.remove(&queue);
+        }
+        let s = self.stat(old.segment);
+        s.cold = s.cold.saturating_sub(old.count);
+        s.bytes = s.bytes.saturating_sub(old.bytes);
+        self.live_bytes = self.live_bytes.saturating_sub(old.bytes);
+        for p in pieces {
+            let s = self.stat(p.segment);
+            s.cold += p.count;
+            s.bytes += p.bytes;
+            self.live_bytes += p.bytes;
+        }
     }
 
     /// Applies one record found at `place`. `Err` says the payload does not parse.
@@ -308,6 +465,7 @@ impl Index {
                     for msg in held {
                         self.drop_ref(queue, msg);
                     }
+                    self.drop_cold(queue);
                 }
             },
             Kind::Commit => {}

@@ -120,6 +120,19 @@ pub enum ReadError {
     },
 }
 
+/// A paged-out message read back.
+#[derive(Debug, Clone)]
+pub struct Paged {
+    /// Its id.
+    pub msg: u64,
+    /// This queue's delivery-count for it.
+    pub delivery_count: u32,
+    /// Annotation changes to merge (see [`index::annotation_changes`]).
+    pub annotations: Vec<u8>,
+    /// The message bytes.
+    pub body: Bytes,
+}
+
 /// What the broker needs from durable storage.
 pub trait Journal: Send + Sync + std::fmt::Debug {
     /// A fresh message id.
@@ -138,6 +151,9 @@ pub trait Journal: Send + Sync + std::fmt::Debug {
     fn stats(&self) -> WriterStats;
     /// Whether the disk is too full to take new messages.
     fn disk_full(&self) -> bool;
+    /// Reads back up to `max` of `queue`'s paged-out messages (about `max_bytes` at most,
+    /// but at least one), oldest first. They are then held one by one like any other.
+    fn page_in(&self, queue: u32, max: usize, max_bytes: usize) -> Result<Vec<Paged>, ReadError>;
 }
 
 type Opener = Box<dyn Fn(u64) -> std::io::Result<Arc<dyn ReadAt>> + Send + Sync>;
@@ -350,6 +366,146 @@ impl Journal for Store {
     fn disk_full(&self) -> bool {
         self.shared.disk_full.load(Ordering::Relaxed)
     }
+
+    fn page_in(&self, queue: u32, max: usize, max_bytes: usize) -> Result<Vec<Paged>, ReadError> {
+        // The run may move under us (compaction copies it, the segment is retired): read
+        // it, then take what was read only if the run is still where it was; else again.
+        for _ in 0..8 {
+            let Some(run) = self
+                .shared
+                .lock_index()
+                .cold
+                .get(&queue)
+                .and_then(|runs| runs.front().copied())
+            else {
+                return Ok(Vec::new());
+            };
+            let failed = |why: String| ReadError::Failed { msg: 0, why };
+            let reader = self
+                .reader(run.segment)
+                .map_err(|e| failed(e.to_string()))?;
+            let (paged, next, bytes, hot) = match read_run(&*reader, queue, &run, max, max_bytes) {
+                Ok(r) => r,
+                // Damage in a run that has since moved is only a recycled file: retry.
+                Err(why) => {
+                    let still = self
+                        .shared
+                        .lock_index()
+                        .cold
+                        .get(&queue)
+                        .and_then(|runs| runs.front().copied())
+                        .is_some_and(|r| r.segment == run.segment && r.start == run.start);
+                    if still {
+                        return Err(failed(format!(
+                            "segment {} offset {}: {why}",
+                            run.segment, run.start
+                        )));
+                    }
+                    continue;
+                }
+            };
+            let mut index = self.shared.lock_index();
+            let still = index
+                .cold
+                .get(&queue)
+                .and_then(|runs| runs.front())
+                .is_some_and(|r| r.segment == run.segment && r.start == run.start);
+            if !still {
+                continue;
+            }
+            index.take_cold(queue, next, paged.len() as u64, bytes, hot);
+            return Ok(paged);
+        }
+        Ok(Vec::new())
+    }
+}
+
+/// What reading the front of a cold run gives: the messages, where the run goes on, the
+/// record bytes taken, and the index entries that now hold them one by one.
+type RunRead = (Vec<Paged>, u64, u64, Vec<(u64, index::Live)>);
+
+/// Reads up to `max` of `queue`'s records from the front of `run`, checking each record's
+/// checksum and that the sequence numbers follow on.
+fn read_run(
+    reader: &dyn ReadAt,
+    queue: u32,
+    run: &index::ColdRun,
+    max: usize,
+    max_bytes: usize,
+) -> Result<RunRead, String> {
+    let span = (run.end - run.start) as usize;
+    let mut buf = vec![0u8; span.min(max_bytes.max(HEADER_LEN))];
+    let n = reader
+        .read_at(run.start, &mut buf)
+        .map_err(|e| e.to_string())?;
+    buf.truncate(n);
+    // A first record larger than what was read: read exactly it.
+    if let Some(len) = buf
+        .get(..4)
+        .and_then(|b| b.try_into().ok())
+        .map(u32::from_le_bytes)
+    {
+        let need = HEADER_LEN + len as usize;
+        if need > buf.len() && need <= span {
+            buf.resize(need, 0);
+            let n = reader
+                .read_at(run.start, &mut buf)
+                .map_err(|e| e.to_string())?;
+            buf.truncate(n);
+        }
+    }
+    let mut pos = 0usize;
+    let mut seq = None;
+    let mut out = Vec::new();
+    let mut hot = Vec::new();
+    let mut bytes = 0u64;
+    while out.len() < max && (pos as u64) < run.end - run.start {
+        let rest = buf.get(pos..).unwrap_or_default();
+        let generation = rest
+            .get(8..12)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, u32::from_le_bytes);
+        let (r, used) = match record::decode(rest, generation, seq) {
+            Decoded::Record(r, used) => (r, used),
+            // The rest of the run is past what was read.
+            Decoded::Torn if !out.is_empty() || pos > 0 => break,
+            other => return Err(format!("{other:?}")),
+        };
+        seq = Some(r.seq + 1);
+        let offset = run.start + pos as u64;
+        pos += used;
+        if !matches!(r.kind, record::Kind::Enqueue | record::Kind::Relocate) {
+            continue;
+        }
+        let Some(e) = payload::decode_enqueue(r.payload) else {
+            return Err("message record does not parse".into());
+        };
+        let Some(mine) = e.refs.iter().find(|x| x.queue == queue) else {
+            continue;
+        };
+        bytes += used as u64;
+        hot.push((
+            e.msg,
+            index::Live {
+                segment: run.segment,
+                offset,
+                seq: r.seq,
+                len: r.payload.len() as u32,
+                meta: e.meta,
+                refs: index::Refs::One {
+                    queue,
+                    delivery_count: mine.delivery_count,
+                },
+            },
+        ));
+        out.push(Paged {
+            msg: e.msg,
+            delivery_count: mine.delivery_count,
+            annotations: mine.annotations.clone(),
+            body: Bytes::copy_from_slice(e.body),
+        });
+    }
+    Ok((out, run.start + pos as u64, bytes, hot))
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::file::Storage;
-use super::index::Index;
+use super::index::{ColdRun, Index};
 use super::log::{Log, LogError, Place};
 use super::payload::{self, Declare, Meta, Ref};
 use super::record::Kind;
@@ -54,6 +54,9 @@ pub enum Op {
         refs: Vec<Ref>,
         /// The message bytes.
         body: Bytes,
+        /// The queues keep it paged out: the index records it in their cold runs instead
+        /// of one by one (see [`super::index::ColdRun`]).
+        cold: bool,
     },
     /// `queue` is done with `msg`.
     Settle {
@@ -365,6 +368,7 @@ enum Applied {
         msg: u64,
         meta: Meta,
         refs: Vec<Ref>,
+        cold: bool,
     },
     /// Any other record, with its (small) payload.
     Record(Place, Kind, Vec<u8>),
@@ -430,6 +434,7 @@ fn write_batch<S: Storage>(
                 meta,
                 refs,
                 body,
+                cold,
             } => {
                 // Encoded straight into the batch: the body is copied once, there.
                 let len = payload::enqueue_overhead(&refs) + body.len();
@@ -446,6 +451,7 @@ fn write_batch<S: Storage>(
                             msg,
                             meta,
                             refs,
+                            cold,
                         });
                         Ok(())
                     }
@@ -517,8 +523,17 @@ fn write_batch<S: Storage>(
                     place,
                     len,
                     msg,
+                    refs,
+                    cold: true,
+                    ..
+                } => index.apply_cold(place, len, msg, &refs),
+                Applied::Enqueue {
+                    place,
+                    len,
+                    msg,
                     meta,
                     refs,
+                    cold: false,
                 } => index.apply_enqueue(place, len, msg, meta, refs),
                 Applied::Record(place, kind, payload) => {
                     // Our own records always parse; a failure would be a bug, not damage.
@@ -629,23 +644,108 @@ fn compact<S: Storage>(
             copies.push((Kind::Relocate, scratch.clone()));
         }
     }
+    // Cold runs in this segment: their records are copied as one block per run, so each
+    // run stays one stretch of the log (split only where the log moves to a new segment).
+    let runs: Vec<(u32, ColdRun)> = {
+        let index = shared.lock_index();
+        index
+            .cold
+            .iter()
+            .flat_map(|(q, runs)| {
+                runs.iter()
+                    .filter(|r| r.segment == number)
+                    .map(move |r| (*q, *r))
+            })
+            .collect()
+    };
     let mut applied = Vec::with_capacity(copies.len());
     for (kind, p) in copies {
         let place = log.append(kind, &p)?;
         applied.push((place, kind, p));
     }
+    // Per run: (old offset, new place, record bytes) of each copied record.
+    let mut moved: Vec<(u32, ColdRun, Vec<Copied>)> = Vec::new();
+    for (queue, run) in runs {
+        let mut copied = Vec::new();
+        for r in &s.records {
+            if r.offset < run.start || r.offset >= run.end {
+                continue;
+            }
+            if !matches!(r.kind, Kind::Enqueue | Kind::Relocate) {
+                continue;
+            }
+            let p = s.payload(r);
+            if !payload::decode_enqueue(p).is_some_and(|e| e.refs.iter().any(|x| x.queue == queue))
+            {
+                continue;
+            }
+            let place = log.append(Kind::Relocate, p)?;
+            copied.push((
+                r.offset,
+                place,
+                (p.len() + super::record::HEADER_LEN) as u64,
+            ));
+        }
+        moved.push((queue, run, copied));
+    }
     log.commit()?;
     let mut index = shared.lock_index();
+    let mut relocated = applied.len() as u64;
     for (place, kind, p) in &applied {
         if let Err(why) = index.apply(*place, *kind, p) {
             tracing::error!(why, "index update failed");
         }
     }
+    for (queue, run, copied) in moved {
+        relocated += copied.len() as u64;
+        // Read back meanwhile up to its current start (its end cannot have moved: this
+        // segment is not written any more).
+        let Some(now) = index
+            .cold
+            .get(&queue)
+            .and_then(|runs| {
+                runs.iter()
+                    .find(|r| r.segment == number && r.end == run.end)
+            })
+            .copied()
+        else {
+            continue;
+        };
+        let rest: Vec<&Copied> = copied
+            .iter()
+            .filter(|(old, _, _)| *old >= now.start)
+            .collect();
+        let mut pieces: Vec<ColdRun> = Vec::new();
+        for (_, place, bytes) in rest {
+            match pieces.last_mut() {
+                Some(p) if p.segment == place.segment => {
+                    p.end = place.offset + bytes;
+                    p.count += 1;
+                    p.bytes += bytes;
+                }
+                _ => pieces.push(ColdRun {
+                    segment: place.segment,
+                    start: place.offset,
+                    end: place.offset + bytes,
+                    count: 1,
+                    bytes: *bytes,
+                    sealed: true,
+                }),
+            }
+        }
+        index.replace_cold(queue, (now.segment, now.start), pieces);
+    }
+    // Copies now sit in the log after every open run: no run may grow over them.
+    index.seal_cold();
+    drop(index);
     let mut st = shared.lock_stats();
-    st.relocated += applied.len() as u64;
+    st.relocated += relocated;
     st.syncs += 1;
     Ok(())
 }
+
+/// A record compaction copied: its old offset, its new place, its bytes.
+type Copied = (u64, Place, u64);
 
 /// A reader used where the scan wants a segment file.
 struct ReadOnly(Arc<dyn super::file::ReadAt>);

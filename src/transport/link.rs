@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 
 use crate::broker::{Broker, ConsumerId, Delivery, Lifetime, Outbound, Queue, Settlement};
 use crate::proto::{AttachReply, Connection, ConnectionConfig, Event, IncomingDelivery, LinkId};
-use crate::store::{Op, Ref};
+use crate::store::Op;
 
 /// A link where the peer sends and we enqueue.
 #[derive(Debug)]
@@ -545,48 +545,26 @@ impl Links {
             return;
         }
         let staged = std::mem::take(&mut self.staged);
-        let mut ops = Vec::new();
         let mut waiting = Vec::new();
         let mut journal = None;
-        for s in &staged {
-            let (Some(msg), Some(d)) = (s.stored, s.queue.durability()) else {
-                continue;
-            };
-            journal.get_or_insert_with(|| Arc::clone(&d.journal));
-            ops.push(Op::Enqueue {
-                msg,
-                meta: Default::default(),
-                refs: vec![Ref {
-                    queue: d.id,
-                    ..Default::default()
-                }],
-                body: s.message.to_contiguous(),
-            });
-            if !s.settled {
-                waiting.push((s.link, s.delivery_id));
-            }
-        }
-        if let Some(journal) = &journal {
-            if !waiting.is_empty() {
-                let acks = Arc::clone(&self.acks);
-                ops.push(Op::Done(Box::new(move |result| acks.push(waiting, result))));
-            }
-            journal.submit(ops);
-        }
-        let mut undo = Vec::new();
+        // Queues that paged messages out this turn: told when the store has them.
+        let mut paged: Vec<Arc<Queue>> = Vec::new();
         for s in staged {
+            // The queue submits the store's enqueue record itself (under its lock).
             let result = s.queue.enqueue_stored(s.message, s.stored);
-            if let (Err(_), Some(msg), Some(d)) = (&result, s.stored, s.queue.durability()) {
-                // Stored, but the queue would not take it (deleted meanwhile): unstore it.
-                undo.push(Op::Settle { queue: d.id, msg });
+            if let (Some(_), Some(d)) = (s.stored, s.queue.durability()) {
+                journal.get_or_insert_with(|| Arc::clone(&d.journal));
+            }
+            if result == Ok(true) && !paged.iter().any(|q| Arc::ptr_eq(q, &s.queue)) {
+                paged.push(Arc::clone(&s.queue));
             }
             if s.settled {
                 continue;
             }
             match result {
                 // The store will answer for it.
-                Ok(()) if s.stored.is_some() => {}
-                Ok(()) => {
+                Ok(_) if s.stored.is_some() => waiting.push((s.link, s.delivery_id)),
+                Ok(_) => {
                     let _ = engine.settle_incoming(
                         s.link,
                         s.delivery_id,
@@ -605,9 +583,21 @@ impl Links {
                 }
             }
         }
-        if let Some(journal) = journal {
-            journal.submit(undo);
+        let Some(journal) = journal else {
+            return;
+        };
+        if waiting.is_empty() && paged.is_empty() {
+            return;
         }
+        let acks = Arc::clone(&self.acks);
+        journal.submit(vec![Op::Done(Box::new(move |result| {
+            for q in paged {
+                q.on_stored();
+            }
+            if !waiting.is_empty() {
+                acks.push(waiting, result);
+            }
+        }))]);
     }
 
     /// Settles the deliveries the store has answered for: `accepted` once durable, and
