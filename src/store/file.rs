@@ -210,9 +210,10 @@ pub trait Storage: Send + Sync + 'static {
     fn numbers(&self) -> io::Result<Vec<u64>>;
     /// Opens an existing segment.
     fn open(&mut self, number: u64) -> io::Result<Self::File>;
-    /// Creates segment `number`, `size` bytes long: a retired file reused if one is kept
-    /// (its old records stay, under an older generation), else a new preallocated one.
-    fn create(&mut self, number: u64, size: u64) -> io::Result<Self::File>;
+    /// Creates segment `number`, `size` bytes long, starting with `header`: a retired file
+    /// reused if one is kept (its old records stay, under an older generation), else a new
+    /// preallocated one. The header is written and synced before the file takes the number.
+    fn create(&mut self, number: u64, size: u64, header: &[u8]) -> io::Result<Self::File>;
     /// Takes a segment out of the log, keeping its file for reuse if fewer than
     /// [`SPARE_FILES`] are kept, else deleting it.
     fn retire(&mut self, number: u64) -> io::Result<()>;
@@ -261,6 +262,12 @@ impl FsStorage {
                 format!("{} is in use by another process ({e})", dir.display()),
             )
         })?;
+        // A segment whose creation a crash interrupted never got its number: remove it.
+        for entry in std::fs::read_dir(dir)?.filter_map(Result::ok) {
+            if entry.file_name().to_string_lossy().ends_with(".wal.new") {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
         Ok(Self {
             dir: dir.to_path_buf(),
             _lock: Some(Arc::new(lock)),
@@ -317,14 +324,17 @@ impl Storage for FsStorage {
         self.open_rw(number)
     }
 
-    fn create(&mut self, number: u64, size: u64) -> io::Result<FsFile> {
+    fn create(&mut self, number: u64, size: u64, header: &[u8]) -> io::Result<FsFile> {
         for i in 0..SPARE_FILES {
             let spare = self.spare_path(i);
             if spare.exists() {
+                let f = OpenOptions::new().read(true).write(true).open(&spare)?;
+                let mut file = FsFile(f);
+                file.preallocate(size)?;
+                file.0.write_all_at(header, 0)?;
+                file.0.sync_data()?;
                 std::fs::rename(&spare, self.name(number))?;
                 self.sync_dir()?;
-                let mut file = self.open_rw(number)?;
-                file.preallocate(size)?;
                 return Ok(file);
             }
         }
@@ -339,6 +349,8 @@ impl Storage for FsStorage {
             .open(&tmp)?;
         let mut file = FsFile(f);
         file.preallocate(size)?;
+        file.0.write_all_at(header, 0)?;
+        file.0.sync_data()?;
         std::fs::rename(&tmp, self.name(number))?;
         self.sync_dir()?;
         Ok(file)
@@ -515,13 +527,15 @@ impl Storage for FaultStorage {
             .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
     }
 
-    fn create(&mut self, number: u64, size: u64) -> io::Result<SharedFault> {
+    fn create(&mut self, number: u64, size: u64, header: &[u8]) -> io::Result<SharedFault> {
         let mut dir = self.lock();
         Self::check_alive(&dir)?;
-        let f = match dir.spares.pop() {
+        let mut f = match dir.spares.pop() {
             Some(f) => f,
             None => SharedFault(Arc::new(Mutex::new(FaultFile::new(size as usize)))),
         };
+        f.write_at(0, header)?;
+        f.sync_data()?;
         dir.files.insert(number, f.clone());
         Ok(f)
     }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use super::file::{FsStorage, ReadAt, Storage};
 use super::record::Kind;
-use super::segment::{AppendError, ScanEnd, Segment, scan};
+use super::segment::{AppendError, ScanEnd, Segment, header_bytes, scan};
 
 /// Why the log cannot be opened or written.
 #[derive(Debug, thiserror::Error)]
@@ -178,11 +178,11 @@ impl<S: Storage> Log<S> {
             }
             None => {
                 let path = storage.name(1);
-                let file = storage.create(1, capacity).map_err(io_at(path.clone()))?;
-                (
-                    1,
-                    Segment::create(file, max_generation + 1, 0, capacity).map_err(io_at(path))?,
-                )
+                let generation = max_generation + 1;
+                let file = storage
+                    .create(1, capacity, &header_bytes(generation, 0))
+                    .map_err(io_at(path))?;
+                (1, Segment::start(file, generation, 0, capacity))
             }
         };
         Ok((
@@ -308,14 +308,13 @@ impl<S: Storage> Log<S> {
     pub fn roll(&mut self) -> Result<(), LogError> {
         let next = self.number + 1;
         let path = self.storage.name(next);
-        let file = self
-            .storage
-            .create(next, self.capacity)
-            .map_err(io_at(path.clone()))?;
         let seq = self.current.next_seq();
         let generation = self.current.generation() + 1;
-        self.current =
-            Segment::create(file, generation, seq, self.capacity).map_err(io_at(path))?;
+        let file = self
+            .storage
+            .create(next, self.capacity, &header_bytes(generation, seq))
+            .map_err(io_at(path))?;
+        self.current = Segment::start(file, generation, seq, self.capacity);
         self.number = next;
         Ok(())
     }

@@ -55,7 +55,8 @@ pub struct Segment<F: SegmentFile> {
     failed: bool,
 }
 
-fn header_bytes(generation: u32, first_seq: u64) -> Vec<u8> {
+/// The header of a segment of `generation` starting at record `first_seq`.
+pub fn header_bytes(generation: u32, first_seq: u64) -> Vec<u8> {
     let mut h = Vec::with_capacity(SEGMENT_HEADER as usize);
     h.extend_from_slice(MAGIC);
     h.extend_from_slice(&VERSION.to_le_bytes());
@@ -139,6 +140,13 @@ impl<F: SegmentFile> Segment<F> {
         );
         self.next_seq += 1;
         let len = self.batch.len() as u64;
+        if let Err(why) = check_batch(&self.batch, self.generation, self.next_seq) {
+            self.failed = true;
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("a record failed its check before being written: {why}"),
+            ));
+        }
         // An end marker (a zero header) follows every batch without counting as written:
         // the next batch overwrites it. It makes a scan stop cleanly here even in a recycled
         // file, whose old records would otherwise follow the new ones.
@@ -166,6 +174,21 @@ impl<F: SegmentFile> Segment<F> {
             return Err(io::Error::other("segment failed earlier"));
         }
         self.file.sync_data().inspect_err(|_| self.failed = true)
+    }
+
+    /// Starts a segment in `file`, whose header (from [`header_bytes`]) is already written
+    /// and synced: the log writes it before the file gets its number, so a power loss can
+    /// never leave a numbered segment without a valid header.
+    pub fn start(file: F, generation: u32, first_seq: u64, capacity: u64) -> Self {
+        Self {
+            file,
+            generation,
+            capacity,
+            pos: SEGMENT_HEADER,
+            next_seq: first_seq,
+            batch: Vec::new(),
+            failed: false,
+        }
     }
 
     /// Continues a segment after a scan: the next batch goes right after the last commit,
@@ -206,6 +229,29 @@ impl<F: SegmentFile> Segment<F> {
     /// The file, e.g. to simulate a crash in tests.
     pub fn file_mut(&mut self) -> &mut F {
         &mut self.file
+    }
+}
+
+/// Reads a batch back before it is written: every record must decode (checksum, kind,
+/// generation) in sequence, ending with the commit record before `next_seq`. A failure is a
+/// bug or memory corruption, caught before it reaches the disk.
+fn check_batch(batch: &[u8], generation: u32, next_seq: u64) -> Result<(), &'static str> {
+    let mut pos = 0;
+    let mut seq = None;
+    let mut last = None;
+    while pos < batch.len() {
+        match record::decode(batch.get(pos..).unwrap_or_default(), generation, seq) {
+            Decoded::Record(r, used) => {
+                seq = Some(r.seq + 1);
+                last = Some(r);
+                pos += used;
+            }
+            _ => return Err("a record does not decode"),
+        }
+    }
+    match last {
+        Some(r) if r.kind == Kind::Commit && r.seq + 1 == next_seq => Ok(()),
+        _ => Err("the batch does not end with its commit record"),
     }
 }
 
