@@ -314,7 +314,8 @@ impl<S: Storage> Log<S> {
             .storage
             .create(next, self.capacity, &header_bytes(generation, seq))
             .map_err(io_at(path))?;
-        self.current = Segment::start(file, generation, seq, self.capacity);
+        let buffer = self.current.take_buffer();
+        self.current = Segment::start(file, generation, seq, self.capacity).with_buffer(buffer);
         self.number = next;
         Ok(())
     }

@@ -191,6 +191,21 @@ impl<F: SegmentFile> Segment<F> {
         }
     }
 
+    /// Hands over the (empty) batch buffer, so the next segment does not grow one again.
+    pub fn take_buffer(&mut self) -> Vec<u8> {
+        let mut b = std::mem::take(&mut self.batch);
+        b.clear();
+        b
+    }
+
+    /// Uses `buffer` (empty) for batches.
+    pub fn with_buffer(mut self, buffer: Vec<u8>) -> Self {
+        if self.batch.is_empty() {
+            self.batch = buffer;
+        }
+        self
+    }
+
     /// Continues a segment after a scan: the next batch goes right after the last commit,
     /// and whatever was written after it (an unfinished batch) is zeroed and synced first, so
     /// a later scan cannot mistake it for records following the new ones.

@@ -604,6 +604,49 @@ fn compact<S: Storage>(
     number: u64,
     scratch: &mut Vec<u8>,
 ) -> Result<(), LogError> {
+    // Often only a queue declaration keeps the head alive: copy it without reading the
+    // segment.
+    let only_declarations = shared
+        .lock_index()
+        .segments
+        .get(&number)
+        .is_some_and(|s| s.messages == 0 && s.cold == 0);
+    if only_declarations {
+        let mut copies = Vec::new();
+        {
+            let index = shared.lock_index();
+            for (q, decl) in &index.queues {
+                if decl.place.segment == number {
+                    let mut p = Vec::new();
+                    payload::encode_declare(
+                        &mut p,
+                        &Declare::Queue {
+                            queue: *q,
+                            name: &decl.name,
+                            props: &decl.props,
+                        },
+                    );
+                    copies.push(p);
+                }
+            }
+        }
+        let mut places = Vec::with_capacity(copies.len());
+        for p in &copies {
+            places.push(log.append(Kind::Declare, p)?);
+        }
+        log.commit()?;
+        let mut index = shared.lock_index();
+        for (place, p) in places.into_iter().zip(&copies) {
+            if let Err(why) = index.apply(place, Kind::Declare, p) {
+                tracing::error!(why, "index update failed");
+            }
+        }
+        drop(index);
+        let mut st = shared.lock_stats();
+        st.relocated += copies.len() as u64;
+        st.syncs += 1;
+        return Ok(());
+    }
     let reader = log.reader(number)?;
     let s = scan(&ReadOnly(reader)).map_err(|source| LogError::Io {
         path: log.storage().name(number),
