@@ -184,6 +184,8 @@ pub struct Index {
     pub messages: IdMap<u64, Live>,
     /// Declared queues by store id.
     pub queues: IdMap<u32, QueueDecl>,
+    /// Other declared objects (bindings, subscriptions) by (kind, id).
+    pub objects: BTreeMap<(u8, u32), QueueDecl>,
     /// Per segment number.
     pub segments: BTreeMap<u64, SegmentStat>,
     /// One more than the largest message id seen.
@@ -467,10 +469,73 @@ impl Index {
                     }
                     self.drop_cold(queue);
                 }
+                Declare::Object {
+                    kind,
+                    id,
+                    name,
+                    props,
+                } => {
+                    self.next_queue = self.next_queue.max(id.saturating_add(1));
+                    if let Some(old) = self.objects.remove(&(kind, id)) {
+                        let s = self.stat(old.place.segment);
+                        s.declarations = s.declarations.saturating_sub(1);
+                    }
+                    self.stat(place.segment).declarations += 1;
+                    self.objects.insert(
+                        (kind, id),
+                        QueueDecl {
+                            name: name.to_string(),
+                            props: props.to_vec(),
+                            place,
+                        },
+                    );
+                }
+                Declare::ObjectDeleted { kind, id } => {
+                    self.next_queue = self.next_queue.max(id.saturating_add(1));
+                    if let Some(old) = self.objects.remove(&(kind, id)) {
+                        let s = self.stat(old.place.segment);
+                        s.declarations = s.declarations.saturating_sub(1);
+                    }
+                }
             },
             Kind::Commit => {}
         }
         Ok(())
+    }
+
+    /// The declaration records in segment `number`, re-encoded for compaction to copy.
+    pub fn declarations_in(&self, number: u64) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        for (q, decl) in &self.queues {
+            if decl.place.segment == number {
+                let mut p = Vec::new();
+                payload::encode_declare(
+                    &mut p,
+                    &Declare::Queue {
+                        queue: *q,
+                        name: &decl.name,
+                        props: &decl.props,
+                    },
+                );
+                out.push(p);
+            }
+        }
+        for ((kind, id), decl) in &self.objects {
+            if decl.place.segment == number {
+                let mut p = Vec::new();
+                payload::encode_declare(
+                    &mut p,
+                    &Declare::Object {
+                        kind: *kind,
+                        id: *id,
+                        name: &decl.name,
+                        props: &decl.props,
+                    },
+                );
+                out.push(p);
+            }
+        }
+        out
     }
 
     /// After replay: drops references to queues that are not declared (deleted ones whose

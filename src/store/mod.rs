@@ -89,11 +89,26 @@ pub struct RecoveredQueue {
     pub messages: Vec<RecoveredMessage>,
 }
 
+/// A declared object (binding, subscription) as the log held it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveredObject {
+    /// What it is, in the broker's numbering.
+    pub kind: u8,
+    /// Its id.
+    pub id: u32,
+    /// Its name.
+    pub name: String,
+    /// Its contents.
+    pub props: Vec<u8>,
+}
+
 /// What opening the store found.
 #[derive(Debug, Clone, Default)]
 pub struct Recovery {
     /// Every declared queue.
     pub queues: Vec<RecoveredQueue>,
+    /// Every other declared object, by kind and id.
+    pub objects: Vec<RecoveredObject>,
     /// Records replayed.
     pub records: u64,
     /// Segments read.
@@ -217,6 +232,16 @@ impl Store {
             });
         }
         recovery.queues.sort_by_key(|q| q.id);
+        recovery.objects = index
+            .objects
+            .iter()
+            .map(|((kind, id), d)| RecoveredObject {
+                kind: *kind,
+                id: *id,
+                name: d.name.clone(),
+                props: d.props.clone(),
+            })
+            .collect();
         let next_msg = index.next_msg;
         let next_queue = u64::from(index.next_queue);
         let shared = Arc::new(Shared {

@@ -8,7 +8,9 @@
 //! Settle      n u32 | n × ( queue u32 | msg u64 )
 //! Update      queue u32 | msg u64 | delivery-count u32 | annotations (the rest, may be empty)
 //! DeadLetter  from u32 | msg u64 | to u32 | annotations (the rest)
-//! Declare     op u8 (1 queue, 2 queue deleted) | queue u32 | name-len u16 | name | props
+//! Declare     op u8 | id u32, then for op 1 (queue) and 3 (other object):
+//!             [kind u8, op 3 only] name-len u16 | name | props
+//!             op 2: queue deleted; op 4: kind u8, the object deleted
 //! Commit      empty
 //! ```
 //!
@@ -78,6 +80,25 @@ pub enum Declare<'a> {
     Deleted {
         /// Its store id.
         queue: u32,
+    },
+    /// Something else the broker keeps across restarts (a binding, a subscription): `kind`
+    /// and the contents are the broker's.
+    Object {
+        /// What it is, in the broker's numbering.
+        kind: u8,
+        /// Its id (from the queue id counter).
+        id: u32,
+        /// Its name.
+        name: &'a str,
+        /// Its contents.
+        props: &'a [u8],
+    },
+    /// Object `id` of `kind` was deleted.
+    ObjectDeleted {
+        /// What it was.
+        kind: u8,
+        /// Its id.
+        id: u32,
     },
 }
 
@@ -229,6 +250,28 @@ pub fn encode_declare(out: &mut Vec<u8>, d: &Declare<'_>) {
             out.push(2);
             out.extend_from_slice(&queue.to_le_bytes());
         }
+        Declare::Object {
+            kind,
+            id,
+            name,
+            props,
+        } => {
+            out.push(3);
+            out.extend_from_slice(&id.to_le_bytes());
+            out.push(*kind);
+            let name = name.as_bytes();
+            let name = name
+                .get(..name.len().min(u16::MAX as usize))
+                .unwrap_or_default();
+            out.extend_from_slice(&(name.len() as u16).to_le_bytes());
+            out.extend_from_slice(name);
+            out.extend_from_slice(props);
+        }
+        Declare::ObjectDeleted { kind, id } => {
+            out.push(4);
+            out.extend_from_slice(&id.to_le_bytes());
+            out.push(*kind);
+        }
     }
 }
 
@@ -247,6 +290,22 @@ pub fn decode_declare(payload: &[u8]) -> Option<Declare<'_>> {
             })
         }
         2 => Some(Declare::Deleted { queue: r.u32()? }),
+        3 => {
+            let id = r.u32()?;
+            let kind = r.u8()?;
+            let len = usize::from(r.u16()?);
+            let name = std::str::from_utf8(r.take(len)?).ok()?;
+            Some(Declare::Object {
+                kind,
+                id,
+                name,
+                props: r.rest(),
+            })
+        }
+        4 => {
+            let id = r.u32()?;
+            Some(Declare::ObjectDeleted { kind: r.u8()?, id })
+        }
         _ => None,
     }
 }
@@ -320,6 +379,13 @@ mod tests {
                 props: b"p",
             },
             Declare::Deleted { queue: 5 },
+            Declare::Object {
+                kind: 2,
+                id: 9,
+                name: "binding",
+                props: b"key",
+            },
+            Declare::ObjectDeleted { kind: 2, id: 9 },
         ] {
             out.clear();
             encode_declare(&mut out, &d);

@@ -238,6 +238,30 @@ fn churn_with_one_unsettled_message_per_segment_keeps_the_log_bounded() {
     let storage = FaultStorage::default();
     let (store, _) = Store::open(storage.clone(), config(SyncPolicy::Never)).unwrap();
     let q = declare(&store, "q");
+    // A binding-like object, and one deleted again: compaction carries the first along.
+    let (kept_obj, gone_obj) = (store.next_queue_id(), store.next_queue_id());
+    durable(
+        &store,
+        vec![
+            Op::DeclareObject {
+                kind: 7,
+                id: kept_obj,
+                name: "binding".into(),
+                props: b"key.#".to_vec(),
+            },
+            Op::DeclareObject {
+                kind: 7,
+                id: gone_obj,
+                name: "old".into(),
+                props: Vec::new(),
+            },
+            Op::DeleteObject {
+                kind: 7,
+                id: gone_obj,
+            },
+        ],
+    )
+    .unwrap();
     let mut kept = Vec::new();
     let mut max_segments = 0;
     // 40 MiB of traffic through 64 KiB segments: about 640 segments' worth.
@@ -269,6 +293,15 @@ fn churn_with_one_unsettled_message_per_segment_keeps_the_log_bounded() {
     drop(store);
     let (_, r) = Store::open(storage, config(SyncPolicy::Never)).unwrap();
     assert_eq!(ids(&r, "q"), kept);
+    assert_eq!(
+        r.objects,
+        [RecoveredObject {
+            kind: 7,
+            id: kept_obj,
+            name: "binding".into(),
+            props: b"key.#".to_vec()
+        }]
+    );
     eprintln!(
         "churn: {} kept messages ({} live bytes), at most {max_segments} segments of {SEGMENT} bytes, {} relocated, {} retired",
         kept.len(),

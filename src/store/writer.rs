@@ -101,6 +101,24 @@ pub enum Op {
         /// Its store id.
         queue: u32,
     },
+    /// Another object the broker keeps (a binding, a subscription; `kind` is the broker's).
+    DeclareObject {
+        /// What it is.
+        kind: u8,
+        /// Its id (from the queue id counter).
+        id: u32,
+        /// Its name.
+        name: String,
+        /// Its contents.
+        props: Vec<u8>,
+    },
+    /// That object is gone.
+    DeleteObject {
+        /// What it was.
+        kind: u8,
+        /// Its id.
+        id: u32,
+    },
     /// Call back once every op before this one is durable.
     Done(Done),
 }
@@ -114,6 +132,10 @@ impl std::fmt::Debug for Op {
             Op::DeadLetter { from, msg, to, .. } => write!(f, "DeadLetter({from}→{to}, {msg})"),
             Op::DeclareQueue { queue, name, .. } => write!(f, "DeclareQueue({queue}, {name})"),
             Op::DeleteQueue { queue } => write!(f, "DeleteQueue({queue})"),
+            Op::DeclareObject { kind, id, name, .. } => {
+                write!(f, "DeclareObject({kind}, {id}, {name})")
+            }
+            Op::DeleteObject { kind, id } => write!(f, "DeleteObject({kind}, {id})"),
             Op::Done(_) => f.write_str("Done"),
         }
     }
@@ -127,7 +149,9 @@ impl Op {
             Op::Update { annotations, .. } | Op::DeadLetter { annotations, .. } => {
                 32 + annotations.len()
             }
-            Op::DeclareQueue { name, props, .. } => 16 + name.len() + props.len(),
+            Op::DeclareQueue { name, props, .. } | Op::DeclareObject { name, props, .. } => {
+                16 + name.len() + props.len()
+            }
             _ => 16,
         }
     }
@@ -495,6 +519,27 @@ fn write_batch<S: Storage>(
                 payload::encode_declare(&mut p, &Declare::Deleted { queue });
                 push(log, &mut applied, &mut stats, Kind::Declare, p)
             }
+            Op::DeclareObject {
+                kind,
+                id,
+                name,
+                props,
+            } => {
+                payload::encode_declare(
+                    &mut p,
+                    &Declare::Object {
+                        kind,
+                        id,
+                        name: &name,
+                        props: &props,
+                    },
+                );
+                push(log, &mut applied, &mut stats, Kind::Declare, p)
+            }
+            Op::DeleteObject { kind, id } => {
+                payload::encode_declare(&mut p, &Declare::ObjectDeleted { kind, id });
+                push(log, &mut applied, &mut stats, Kind::Declare, p)
+            }
             Op::Done(d) => {
                 dones.push(d);
                 Ok(())
@@ -612,24 +657,7 @@ fn compact<S: Storage>(
         .get(&number)
         .is_some_and(|s| s.messages == 0 && s.cold == 0);
     if only_declarations {
-        let mut copies = Vec::new();
-        {
-            let index = shared.lock_index();
-            for (q, decl) in &index.queues {
-                if decl.place.segment == number {
-                    let mut p = Vec::new();
-                    payload::encode_declare(
-                        &mut p,
-                        &Declare::Queue {
-                            queue: *q,
-                            name: &decl.name,
-                            props: &decl.props,
-                        },
-                    );
-                    copies.push(p);
-                }
-            }
-        }
+        let copies = shared.lock_index().declarations_in(number);
         let mut places = Vec::with_capacity(copies.len());
         for p in &copies {
             places.push(log.append(Kind::Declare, p)?);
@@ -655,20 +683,12 @@ fn compact<S: Storage>(
     let mut copies: Vec<(Kind, Vec<u8>)> = Vec::new();
     {
         let index = shared.lock_index();
-        for (q, decl) in &index.queues {
-            if decl.place.segment == number {
-                let mut p = Vec::new();
-                payload::encode_declare(
-                    &mut p,
-                    &Declare::Queue {
-                        queue: *q,
-                        name: &decl.name,
-                        props: &decl.props,
-                    },
-                );
-                copies.push((Kind::Declare, p));
-            }
-        }
+        copies.extend(
+            index
+                .declarations_in(number)
+                .into_iter()
+                .map(|p| (Kind::Declare, p)),
+        );
         for r in &s.records {
             if !matches!(r.kind, Kind::Enqueue | Kind::Relocate) {
                 continue;
