@@ -18,7 +18,10 @@ step "cargo clippy (all targets, warnings denied)"
 cargo clippy --workspace --all-targets -- -D warnings
 
 step "cargo test --workspace"
-cargo test --workspace
+# The kill -9 crash test (tests/crash.rs) runs the release broker, 5 kill cycles here; the
+# full run is FERRY_CRASH_CYCLES=20 or more.
+cargo build --release --bin ferry
+FERRY_BIN="$PWD/target/release/ferry" FERRY_CRASH_CYCLES="${FERRY_CRASH_CYCLES:-5}" cargo test --workspace
 
 step "cargo doc (warnings denied)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
