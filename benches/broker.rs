@@ -76,7 +76,7 @@ fn route(c: &mut Criterion) {
             link: LinkId(1),
         };
         q.add_consumer(id, tx, false, None);
-        q.set_credit(id, u32::MAX, false);
+        q.set_credit(id, u32::MAX, None);
         b.iter(|| {
             q.enqueue(m.clone()).unwrap();
             match rx.try_recv() {

@@ -46,6 +46,9 @@ pub enum Outbound {
     Drained {
         /// The consumer link.
         link: LinkId,
+        /// Which drain request it answers (as given to [`Queue::set_credit`]): an answer to
+        /// an earlier request still in the channel must not answer a newer one.
+        round: u64,
     },
     /// Detach `link` with `error` (its queue was deleted).
     Detach {
@@ -161,6 +164,8 @@ struct Consumer {
     tx: mpsc::Sender<Outbound>,
     credit: u32,
     drain: bool,
+    /// The round number of the drain in progress.
+    drain_round: u64,
     /// The link sends pre-settled (at-most-once).
     presettled: bool,
     max_message_size: Option<u64>,
@@ -475,18 +480,23 @@ impl Queue {
             tx,
             credit: 0,
             drain: false,
+            drain_round: 0,
             presettled,
             max_message_size,
         });
         s.idle_since = None;
     }
 
-    /// Sets a consumer's credit (absolute, as the peer's flow says) and dispatches.
-    pub fn set_credit(self: &Arc<Self>, id: ConsumerId, credit: u32, drain: bool) {
+    /// Sets a consumer's credit (absolute, as the peer's flow says) and dispatches. With
+    /// `drain`, the request's round number, echoed in the `Drained` answer.
+    pub fn set_credit(self: &Arc<Self>, id: ConsumerId, credit: u32, drain: Option<u64>) {
         let mut s = self.lock();
         if let Some(c) = s.consumers.iter_mut().find(|c| c.id == id) {
             c.credit = credit;
-            c.drain = drain;
+            c.drain = drain.is_some();
+            if let Some(round) = drain {
+                c.drain_round = round;
+            }
         }
         self.dispatch(&mut s);
     }
@@ -845,7 +855,10 @@ impl Queue {
             {
                 c.drain = false;
                 c.credit = 0;
-                let _ = c.tx.try_send(Outbound::Drained { link: c.id.link });
+                let _ = c.tx.try_send(Outbound::Drained {
+                    link: c.id.link,
+                    round: c.drain_round,
+                });
             }
         }
     }

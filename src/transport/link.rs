@@ -37,9 +37,10 @@ struct Consumer {
     queue: Arc<Queue>,
     creator: bool,
     /// A drain in progress: (the peer's credit when the queue was asked, the capped credit
-    /// the queue was given). The queue only sees up to the per-link cap, so running out of
-    /// that is not the end of a drain while the peer's credit and messages remain.
-    drain_round: Option<(u32, u32)>,
+    /// the queue was given, the round number). The queue only sees up to the per-link cap,
+    /// so running out of that is not the end of a drain while the peer's credit and
+    /// messages remain.
+    drain_round: Option<(u32, u32, u64)>,
 }
 
 /// A delivery held until the end of the loop turn, because it (or one before it in the turn)
@@ -101,6 +102,8 @@ pub(super) struct Links {
     staged: Vec<Staged>,
     /// Where the store reports durable writes.
     pub(super) acks: Arc<StoredAcks>,
+    /// Drain requests numbered so far.
+    drain_rounds: u64,
 }
 
 /// Credit granted to a new producer link before its message size is known.
@@ -130,6 +133,7 @@ impl Links {
             max_message_size: cfg.max_message_size,
             staged: Vec::new(),
             acks: Arc::new(StoredAcks::default()),
+            drain_rounds: 0,
         }
     }
 
@@ -154,8 +158,12 @@ impl Links {
                     // §2.6.7 available: what the queue holds, reported in our flows.
                     let ready = c.queue.stats().ready;
                     engine.set_available(link, u32::try_from(ready).unwrap_or(u32::MAX));
-                    c.drain_round = drain.then_some((credit, credit.min(cap)));
-                    c.queue.set_credit(id, credit.min(cap), drain);
+                    let round = drain.then(|| {
+                        self.drain_rounds += 1;
+                        self.drain_rounds
+                    });
+                    c.drain_round = round.map(|r| (credit, credit.min(cap), r));
+                    c.queue.set_credit(id, credit.min(cap), round);
                 }
             }
             Event::Delivery(d) => self.on_delivery(engine, *d),
@@ -512,20 +520,30 @@ impl Links {
                 }
                 self.touched.insert(link);
             }
-            Outbound::Drained { link } => {
+            Outbound::Drained { link, round } => {
                 // §2.6.7: a drain sends everything available first. If the queue used up the
                 // capped credit it was given (rather than running out of messages) and the
                 // peer's credit is not used up, go another round before answering.
                 let id = self.consumer_id(link);
                 let cap = self.broker.config().link_credit.max(1);
                 let credit = engine.credit(link).unwrap_or(0);
-                if let Some(c) = self.consumers.get_mut(&link)
-                    && let Some((granted, offered)) = c.drain_round.take()
-                    && credit > 0
-                    && granted.saturating_sub(credit) >= offered
-                {
-                    c.drain_round = Some((credit, credit.min(cap)));
-                    c.queue.set_credit(id, credit.min(cap), true);
+                let Some(c) = self.consumers.get_mut(&link) else {
+                    return;
+                };
+                // An answer to a drain the peer has since replaced or cancelled (a later flow
+                // without drain) is stale: answering it would use up credit given since.
+                let Some((granted, offered, r)) = c.drain_round else {
+                    return;
+                };
+                if r != round {
+                    return;
+                }
+                c.drain_round = None;
+                if credit > 0 && granted.saturating_sub(credit) >= offered {
+                    self.drain_rounds += 1;
+                    let next = self.drain_rounds;
+                    c.drain_round = Some((credit, credit.min(cap), next));
+                    c.queue.set_credit(id, credit.min(cap), Some(next));
                     return;
                 }
                 let _ = engine.drained(link);
@@ -634,7 +652,7 @@ impl Links {
         for link in std::mem::take(&mut self.touched) {
             if let (Some(c), Some(credit)) = (self.consumers.get(&link), engine.credit(link)) {
                 c.queue
-                    .set_credit(self.consumer_id(link), credit.min(cap), false);
+                    .set_credit(self.consumer_id(link), credit.min(cap), None);
             }
         }
         if !self.starved.is_empty() {
