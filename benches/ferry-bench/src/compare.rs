@@ -590,11 +590,11 @@ pub struct Results {
 /// Set by SIGINT/SIGTERM: finish the run in progress, then stop.
 static STOP: AtomicBool = AtomicBool::new(false);
 
-fn stopping() -> bool {
+pub(crate) fn stopping() -> bool {
     STOP.load(Ordering::Relaxed)
 }
 
-fn watch_signals() {
+pub(crate) fn watch_signals() {
     let spawned = std::thread::Builder::new()
         .name("compare-signals".into())
         .spawn(|| {
@@ -737,12 +737,12 @@ fn run_bounded(cmd: &mut Command, limit: Duration) -> Result<(ExitStatus, String
     Ok((status, join(out_t), join(err_t)))
 }
 
-fn last_lines(s: &str, n: usize) -> String {
+pub(crate) fn last_lines(s: &str, n: usize) -> String {
     let lines: Vec<&str> = s.lines().filter(|l| !l.trim().is_empty()).collect();
     lines[lines.len().saturating_sub(n)..].join(" | ")
 }
 
-fn free_port() -> Result<u16, String> {
+pub(crate) fn free_port() -> Result<u16, String> {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -782,17 +782,17 @@ fn wait_listening(addr: &str, guard: &mut ProcGuard, limit: Duration) -> Result<
 
 /// A broker (or null acceptor) the matrix runs against.
 #[derive(Debug)]
-struct Endpoint {
+pub(crate) struct Endpoint {
     /// None: the null acceptor.
     kind: Option<BrokerKind>,
-    target: Target,
+    pub(crate) target: Target,
     /// Prefix of queue addresses ("/queue/" for RabbitMQ).
-    prefix: &'static str,
+    pub(crate) prefix: &'static str,
     guard: ProcGuard,
 }
 
 impl Endpoint {
-    fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.guard.pid
     }
 
@@ -806,17 +806,17 @@ impl Endpoint {
 }
 
 #[derive(Debug)]
-struct Paths {
-    ferry: PathBuf,
-    ferry_config: PathBuf,
-    peers: PathBuf,
-    rabbitmq_script: PathBuf,
-    out: PathBuf,
+pub(crate) struct Paths {
+    pub(crate) ferry: PathBuf,
+    pub(crate) ferry_config: PathBuf,
+    pub(crate) peers: PathBuf,
+    pub(crate) rabbitmq_script: PathBuf,
+    pub(crate) out: PathBuf,
 }
 
 /// The workspace root: the first directory, from the current one and then from this
 /// executable's, that holds benches/ferry-bench/Cargo.toml.
-fn workspace_root() -> PathBuf {
+pub(crate) fn workspace_root() -> PathBuf {
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
     let exe = std::env::current_exe().ok();
     let starts = [
@@ -866,7 +866,7 @@ fn spawn_logged(
     ))
 }
 
-fn with_log_tail(e: String, log: &Path) -> String {
+pub(crate) fn with_log_tail(e: String, log: &Path) -> String {
     let tail = std::fs::read_to_string(log).unwrap_or_default();
     let tail = last_lines(&tail, 3);
     if tail.is_empty() {
@@ -937,7 +937,7 @@ fn start_proton_broker(paths: &Paths, phase: &str) -> Result<Endpoint, String> {
     })
 }
 
-fn start_rabbitmq(paths: &Paths, phase: &str) -> Result<Endpoint, String> {
+pub(crate) fn start_rabbitmq(paths: &Paths, phase: &str) -> Result<Endpoint, String> {
     let script = &paths.rabbitmq_script;
     if !script.is_file() {
         return Err(format!("no {}", script.display()));
@@ -1044,7 +1044,7 @@ fn scenario_for(cell: Cell, address: String, load: &Load, rate: u64) -> Scenario
 }
 
 /// Drives `fut` on `rt`, giving up when the run is interrupted or past `limit`.
-fn block_on_bounded<T>(
+pub(crate) fn block_on_bounded<T>(
     rt: &tokio::runtime::Runtime,
     fut: impl std::future::Future<Output = T>,
     limit: Duration,
@@ -1269,7 +1269,7 @@ fn open_files_limit(pid: &str) -> Option<u64> {
     }
 }
 
-fn machine() -> Machine {
+pub(crate) fn machine() -> Machine {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let cpu_model = cpuinfo
         .lines()
@@ -1334,7 +1334,7 @@ fn versions(paths: &Paths, root: &Path) -> BTreeMap<String, String> {
 }
 
 /// UTC date and time from the UNIX clock (civil calendar from a day count).
-fn utc_string(secs: u64) -> String {
+pub(crate) fn utc_string(secs: u64) -> String {
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
     // Shift the epoch to 0000-03-01 so leap days fall at the end of a year.
@@ -1355,11 +1355,11 @@ fn utc_string(secs: u64) -> String {
     )
 }
 
-fn rate_str(r: f64) -> String {
+pub(crate) fn rate_str(r: f64) -> String {
     thousands(r.round() as u64)
 }
 
-fn thousands(n: u64) -> String {
+pub(crate) fn thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {

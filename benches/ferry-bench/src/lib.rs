@@ -9,8 +9,10 @@
 //! - `idle`: the memory cost of idle connections.
 //! - `null`: the null acceptor, which bounds what this tool itself can measure.
 //! - `compare`: the peer matrix, its Markdown table and SVG chart.
+//! - `durable`: durable messaging (synced write-ahead log) against Ferry and RabbitMQ.
 
 pub mod compare;
+pub mod durable;
 pub mod idle;
 pub mod null;
 pub mod procstat;

@@ -1,6 +1,6 @@
 //! `ferry-bench`'s command line; see the library's docs for the layout.
 
-use ferry_bench::{compare, null, scenario, wire};
+use ferry_bench::{compare, durable, null, scenario, wire};
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -61,6 +61,9 @@ enum Command {
     },
     /// Runs the scenario matrix against Ferry and its peers; writes target/bench-report/.
     Compare(compare::CompareArgs),
+    /// Durable messaging (1 KiB, unsettled, window 256, sync "always") against Ferry and
+    /// RabbitMQ, with the disk's bandwidth; writes target/durable-report/.
+    Durable(durable::DurableArgs),
     /// The write-ahead log alone: write rate, recovery time (warm and cold cache), and the
     /// disk's synced write bandwidth.
     Store {
@@ -252,6 +255,7 @@ fn main() {
             });
         }
         Command::Compare(args) => std::process::exit(compare::main(args)),
+        Command::Durable(args) => std::process::exit(durable::main(args)),
         Command::Store {
             dir,
             messages,

@@ -86,6 +86,7 @@ pub fn run(
                         ..Default::default()
                     }],
                     body: body.clone(),
+                    cold: false,
                 })
                 .collect();
             let tx = tx.clone();
