@@ -879,31 +879,40 @@ fn restored(message: Message, delivery_count: u32, annotations: &[u8]) -> Messag
     if delivery_count == 0 {
         return message;
     }
-    let mut header: Header = message.header().unwrap_or_default();
-    header.delivery_count = delivery_count;
-    header.first_acquirer = false;
-    let da = message
-        .delivery_annotations()
-        .ok()
-        .flatten()
-        .map(ferry_codec::messaging::DeliveryAnnotations);
-    let ma = message
-        .message_annotations()
-        .ok()
-        .flatten()
-        .map(MessageAnnotations);
-    message
-        .reannotate(Some(&header), da.as_ref(), ma.as_ref())
-        .unwrap_or(message)
+    reannotated(
+        &message,
+        |h| {
+            h.delivery_count = delivery_count;
+            h.first_acquirer = false;
+        },
+        None,
+    )
 }
 
-/// Rewrites the header and message-annotations of `message`; the bare message is shared.
+/// The message after a `modified` outcome (§3.4.5): delivery-count + 1 if the delivery
+/// failed, and `annotations` merged into its message-annotations.
 fn modified(message: &Message, delivery_failed: bool, annotations: Option<&Fields>) -> Message {
+    reannotated(
+        message,
+        |h| {
+            if delivery_failed {
+                h.delivery_count = h.delivery_count.saturating_add(1);
+                h.first_acquirer = false;
+            }
+        },
+        annotations,
+    )
+}
+
+/// Rewrites the header (through `edit`) and merges `annotations` into the
+/// message-annotations of `message`; the bare message is shared, not copied.
+fn reannotated(
+    message: &Message,
+    edit: impl FnOnce(&mut Header),
+    annotations: Option<&Fields>,
+) -> Message {
     let mut header: Header = message.header().unwrap_or_default();
-    if delivery_failed {
-        header.delivery_count = header.delivery_count.saturating_add(1);
-        header.first_acquirer = false;
-    }
+    edit(&mut header);
     let da = message
         .delivery_annotations()
         .ok()

@@ -206,28 +206,33 @@ pub fn encode_update(
     delivery_count: u32,
     annotations: &[u8],
 ) {
-    out.extend_from_slice(&queue.to_le_bytes());
-    out.extend_from_slice(&msg.to_le_bytes());
-    out.extend_from_slice(&delivery_count.to_le_bytes());
-    out.extend_from_slice(annotations);
+    encode_ref_change(out, queue, msg, delivery_count, annotations);
 }
 
 /// Decodes an `Update` payload: (queue, msg, delivery-count, annotations).
 pub fn decode_update(payload: &[u8]) -> Option<(u32, u64, u32, &[u8])> {
-    let mut r = Reader(payload);
-    Some((r.u32()?, r.u64()?, r.u32()?, r.rest()))
+    decode_ref_change(payload)
 }
 
 /// Encodes a `DeadLetter` payload.
 pub fn encode_dead_letter(out: &mut Vec<u8>, from: u32, msg: u64, to: u32, annotations: &[u8]) {
-    out.extend_from_slice(&from.to_le_bytes());
-    out.extend_from_slice(&msg.to_le_bytes());
-    out.extend_from_slice(&to.to_le_bytes());
-    out.extend_from_slice(annotations);
+    encode_ref_change(out, from, msg, to, annotations);
 }
 
 /// Decodes a `DeadLetter` payload: (from, msg, to, annotations).
 pub fn decode_dead_letter(payload: &[u8]) -> Option<(u32, u64, u32, &[u8])> {
+    decode_ref_change(payload)
+}
+
+/// `Update` and `DeadLetter` share a layout: `u32, msg u64, u32, annotations`.
+fn encode_ref_change(out: &mut Vec<u8>, a: u32, msg: u64, b: u32, annotations: &[u8]) {
+    out.extend_from_slice(&a.to_le_bytes());
+    out.extend_from_slice(&msg.to_le_bytes());
+    out.extend_from_slice(&b.to_le_bytes());
+    out.extend_from_slice(annotations);
+}
+
+fn decode_ref_change(payload: &[u8]) -> Option<(u32, u64, u32, &[u8])> {
     let mut r = Reader(payload);
     Some((r.u32()?, r.u64()?, r.u32()?, r.rest()))
 }

@@ -74,15 +74,7 @@ impl<F: SegmentFile> Segment<F> {
     pub fn create(mut file: F, generation: u32, first_seq: u64, capacity: u64) -> io::Result<Self> {
         file.write_at(0, &header_bytes(generation, first_seq))?;
         file.sync_data()?;
-        Ok(Self {
-            file,
-            generation,
-            capacity,
-            pos: SEGMENT_HEADER,
-            next_seq: first_seq,
-            batch: Vec::new(),
-            failed: false,
-        })
+        Ok(Self::start(file, generation, first_seq, capacity))
     }
 
     /// Adds a record to the open batch; returns its sequence number. Nothing is written
