@@ -148,6 +148,21 @@ impl<'a> Reader<'a> {
     fn rest(self) -> &'a [u8] {
         self.0
     }
+    /// A name: its length (u16), then UTF-8.
+    fn name(&mut self) -> Option<&'a str> {
+        let len = usize::from(self.u16()?);
+        std::str::from_utf8(self.take(len)?).ok()
+    }
+}
+
+/// Writes a name as `Reader::name` reads it (cut at 65,535 bytes).
+fn put_name(out: &mut Vec<u8>, name: &str) {
+    let name = name.as_bytes();
+    let name = name
+        .get(..name.len().min(u16::MAX as usize))
+        .unwrap_or_default();
+    out.extend_from_slice(&(name.len() as u16).to_le_bytes());
+    out.extend_from_slice(name);
 }
 
 /// Decodes an `Enqueue`/`Relocate` payload.
@@ -243,12 +258,7 @@ pub fn encode_declare(out: &mut Vec<u8>, d: &Declare<'_>) {
         Declare::Queue { queue, name, props } => {
             out.push(1);
             out.extend_from_slice(&queue.to_le_bytes());
-            let name = name.as_bytes();
-            let name = name
-                .get(..name.len().min(u16::MAX as usize))
-                .unwrap_or_default();
-            out.extend_from_slice(&(name.len() as u16).to_le_bytes());
-            out.extend_from_slice(name);
+            put_name(out, name);
             out.extend_from_slice(props);
         }
         Declare::Deleted { queue } => {
@@ -264,12 +274,7 @@ pub fn encode_declare(out: &mut Vec<u8>, d: &Declare<'_>) {
             out.push(3);
             out.extend_from_slice(&id.to_le_bytes());
             out.push(*kind);
-            let name = name.as_bytes();
-            let name = name
-                .get(..name.len().min(u16::MAX as usize))
-                .unwrap_or_default();
-            out.extend_from_slice(&(name.len() as u16).to_le_bytes());
-            out.extend_from_slice(name);
+            put_name(out, name);
             out.extend_from_slice(props);
         }
         Declare::ObjectDeleted { kind, id } => {
@@ -286,8 +291,7 @@ pub fn decode_declare(payload: &[u8]) -> Option<Declare<'_>> {
     match r.u8()? {
         1 => {
             let queue = r.u32()?;
-            let len = usize::from(r.u16()?);
-            let name = std::str::from_utf8(r.take(len)?).ok()?;
+            let name = r.name()?;
             Some(Declare::Queue {
                 queue,
                 name,
@@ -298,8 +302,7 @@ pub fn decode_declare(payload: &[u8]) -> Option<Declare<'_>> {
         3 => {
             let id = r.u32()?;
             let kind = r.u8()?;
-            let len = usize::from(r.u16()?);
-            let name = std::str::from_utf8(r.take(len)?).ok()?;
+            let name = r.name()?;
             Some(Declare::Object {
                 kind,
                 id,
