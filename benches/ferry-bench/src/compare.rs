@@ -737,7 +737,7 @@ fn run_bounded(cmd: &mut Command, limit: Duration) -> Result<(ExitStatus, String
     Ok((status, join(out_t), join(err_t)))
 }
 
-pub(crate) fn last_lines(s: &str, n: usize) -> String {
+fn last_lines(s: &str, n: usize) -> String {
     let lines: Vec<&str> = s.lines().filter(|l| !l.trim().is_empty()).collect();
     lines[lines.len().saturating_sub(n)..].join(" | ")
 }

@@ -92,6 +92,10 @@ pub struct DurableArgs {
     /// Worker threads of the in-process client (1: a single-threaded runtime).
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// Runs of every cell (Ferry's transient and durable cells alternate); the report shows
+    /// the median run and lists them all.
+    #[arg(long, default_value_t = 1)]
+    pub repeat: usize,
     /// Ferry's binary [default: target/release/ferry under the workspace].
     #[arg(long)]
     pub ferry: Option<PathBuf>,
@@ -123,6 +127,8 @@ pub struct Settings {
     pub credit: u32,
     /// In-process client threads.
     pub threads: usize,
+    /// Runs per cell.
+    pub repeat: usize,
     /// --quick.
     pub quick: bool,
     /// The command line.
@@ -175,6 +181,9 @@ pub struct CellResult {
     pub capped: bool,
     /// Why the cell failed, if it did.
     pub error: Option<String>,
+    /// The received rate of every run of this cell, in order (0 for a failed run); the rest
+    /// of the fields are the median run's.
+    pub runs: Vec<f64>,
     /// The broker's log.
     pub log: Option<String>,
 }
@@ -196,6 +205,7 @@ impl CellResult {
             pct_of_transient: None,
             capped: false,
             error: None,
+            runs: Vec::new(),
             log: None,
         }
     }
@@ -433,6 +443,61 @@ struct Load {
     window: u32,
 }
 
+/// `durable.lock` in the output directory, holding this process's PID while it lives.
+#[derive(Debug)]
+struct OutLock(PathBuf);
+
+impl OutLock {
+    fn take(out: &Path) -> Result<Self, String> {
+        use std::io::Write as _;
+        let path = out.join("durable.lock");
+        for _ in 0..3 {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(mut f) => {
+                    let _ = write!(f, "{}", std::process::id());
+                    return Ok(Self(path));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let holder = std::fs::read_to_string(&path)
+                        .ok()
+                        .and_then(|s| s.trim().parse::<u32>().ok());
+                    let alive = match holder {
+                        Some(pid) => Path::new(&format!("/proc/{pid}")).exists(),
+                        // Just created by another run that has not written its PID yet, or
+                        // left empty by one that died at that moment.
+                        None => std::fs::metadata(&path)
+                            .and_then(|m| m.modified())
+                            .ok()
+                            .and_then(|t| t.elapsed().ok())
+                            .is_none_or(|age| age < Duration::from_secs(60)),
+                    };
+                    if alive {
+                        return Err(format!(
+                            "{} is in use by another run{} (remove {} if that is wrong)",
+                            out.display(),
+                            holder.map(|p| format!(" (pid {p})")).unwrap_or_default(),
+                            path.display()
+                        ));
+                    }
+                    let _ = std::fs::remove_file(&path);
+                }
+                Err(e) => return Err(format!("{}: {e}", path.display())),
+            }
+        }
+        Err(format!("{}: cannot take the lock", path.display()))
+    }
+}
+
+impl Drop for OutLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 // ---- Ferry, one process per cell ------------------------------------------------------------
 
 /// A Ferry process of one cell; stopped (SIGTERM, then SIGKILL) when dropped.
@@ -562,6 +627,26 @@ fn run_scenario(rt: &tokio::runtime::Runtime, target: &Target, s: &Scenario, pid
     })
 }
 
+/// The median run of a cell by received rate, among the runs that succeeded (the last run
+/// when none did), with every run's rate in `runs`.
+fn median_run(runs: Vec<CellResult>) -> Option<CellResult> {
+    let rates: Vec<f64> = runs.iter().map(|c| c.rate().unwrap_or(0.0)).collect();
+    let ok: Vec<usize> = (0..runs.len())
+        .filter(|&i| runs.get(i).is_some_and(CellResult::ok))
+        .collect();
+    let ok_rates: Vec<f64> = ok.iter().filter_map(|&i| rates.get(i).copied()).collect();
+    let pick = compare::median_index(&ok_rates)
+        .and_then(|m| ok.get(m).copied())
+        .or_else(|| runs.len().checked_sub(1));
+    let mut cell = runs
+        .into_iter()
+        .enumerate()
+        .find(|(i, _)| Some(*i) == pick)?
+        .1;
+    cell.runs = rates;
+    Some(cell)
+}
+
 /// Fills in what the cell's report implies.
 fn finish_cell(cell: &mut CellResult, flushes: Option<u64>) {
     let r = &cell.report;
@@ -593,9 +678,16 @@ struct FerryCell<'a> {
 }
 
 impl FerryCell<'_> {
-    fn run(&self, links: usize, durable: bool, size: usize, load: Load) -> CellResult {
+    fn run(
+        &self,
+        links: usize,
+        durable: bool,
+        size: usize,
+        load: Load,
+        round: usize,
+    ) -> CellResult {
         let mode = if durable { "durable" } else { "transient" };
-        let slug = format!("ferry-{links}x{links}-{mode}");
+        let slug = format!("ferry-{links}x{links}-{mode}-{round}");
         let name = format!("dur{}-{slug}", self.run_id);
         let s = scenario_for(address("", &name, links), links, size, durable, load);
         let mut cell = CellResult::new("Ferry", &s);
@@ -688,6 +780,15 @@ pub fn main(args: DurableArgs) -> i32 {
         eprintln!("durable: {}: {e}", paths.out.display());
         return 1;
     }
+    // Two runs in one directory would wipe each other's brokers' data (RabbitMQ's node
+    // directory in particular) and mix their reports.
+    let _lock = match OutLock::take(&paths.out) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("durable: {e}");
+            return 1;
+        }
+    };
     let settings = Settings {
         ferry_count: args
             .count
@@ -709,6 +810,7 @@ pub fn main(args: DurableArgs) -> i32 {
         window: args.window.max(1),
         credit: args.credit.max(1),
         threads: args.threads.max(1),
+        repeat: args.repeat.clamp(1, 100),
         quick: args.quick,
         command: std::env::args().collect::<Vec<_>>().join(" "),
     };
@@ -807,24 +909,33 @@ pub fn main(args: DurableArgs) -> i32 {
     topologies.retain(|&n| n > 0);
     topologies.dedup();
     for &links in &topologies {
-        let mut transient_rate = None;
-        for durable in [false, true] {
-            if compare::stopping() {
-                break;
-            }
-            let mut cell = ferry.run(links, durable, settings.size, ferry_load);
-            if !cell.ok() {
-                code = 1;
-            }
-            if durable {
-                if let (Some(d), Some(t)) = (cell.rate(), transient_rate) {
-                    cell.pct_of_transient = Some(100.0 * d / t);
+        let (mut transient, mut durable) = (Vec::new(), Vec::new());
+        'rounds: for round in 0..settings.repeat {
+            for is_durable in [false, true] {
+                if compare::stopping() {
+                    break 'rounds;
                 }
-            } else {
-                transient_rate = cell.rate();
+                let cell = ferry.run(links, is_durable, settings.size, ferry_load, round);
+                if !cell.ok() {
+                    code = 1;
+                }
+                if is_durable {
+                    durable.push(cell);
+                } else {
+                    transient.push(cell);
+                }
             }
-            results.cells.push(cell);
         }
+        let transient = median_run(transient);
+        let durable = median_run(durable).map(|mut d| {
+            if let (Some(dr), Some(tr)) = (d.rate(), transient.as_ref().and_then(CellResult::rate))
+            {
+                d.pct_of_transient = Some(100.0 * dr / tr);
+            }
+            d
+        });
+        results.cells.extend(transient);
+        results.cells.extend(durable);
     }
 
     // RabbitMQ: the same durable cells, one node for both.
@@ -847,44 +958,51 @@ pub fn main(args: DurableArgs) -> i32 {
             }
             Ok(ep) => {
                 for &links in &topologies {
-                    if compare::stopping() {
-                        break;
+                    let mut runs = Vec::new();
+                    for round in 0..settings.repeat {
+                        if compare::stopping() {
+                            break;
+                        }
+                        let name =
+                            format!("dur{now_secs}-rabbitmq-{links}x{links}-durable-{round}");
+                        let s = scenario_for(
+                            address(ep.prefix, &name, links),
+                            links,
+                            settings.size,
+                            true,
+                            rabbit_load,
+                        );
+                        eprintln!(
+                            "durable: RabbitMQ {} durable, {} messages or {} s…",
+                            topology(links),
+                            s.count,
+                            settings.rabbitmq_secs
+                        );
+                        let mut cell = CellResult::new("RabbitMQ", &s);
+                        cell.log =
+                            Some(paths.out.join("rabbitmq-durable/log").display().to_string());
+                        let flush0 = device.and_then(device_flushes);
+                        cell.report = run_scenario(&rt, &ep.target, &s, ep.pid());
+                        let flush1 = device.and_then(device_flushes);
+                        let flushes = match (flush0, flush1) {
+                            (Some((_, a)), Some((_, b))) => Some(b.saturating_sub(a)),
+                            _ => None,
+                        };
+                        finish_cell(&mut cell, flushes);
+                        report_progress(&cell);
+                        runs.push(cell);
                     }
-                    let name = format!("dur{now_secs}-rabbitmq-{links}x{links}-durable");
-                    let s = scenario_for(
-                        address(ep.prefix, &name, links),
-                        links,
-                        settings.size,
-                        true,
-                        rabbit_load,
-                    );
-                    eprintln!(
-                        "durable: RabbitMQ {} durable, {} messages or {} s…",
-                        topology(links),
-                        s.count,
-                        settings.rabbitmq_secs
-                    );
-                    let mut cell = CellResult::new("RabbitMQ", &s);
-                    cell.log = Some(paths.out.join("rabbitmq-durable/log").display().to_string());
-                    let flush0 = device.and_then(device_flushes);
-                    cell.report = run_scenario(&rt, &ep.target, &s, ep.pid());
-                    let flush1 = device.and_then(device_flushes);
-                    let flushes = match (flush0, flush1) {
-                        (Some((_, a)), Some((_, b))) => Some(b.saturating_sub(a)),
-                        _ => None,
-                    };
-                    finish_cell(&mut cell, flushes);
-                    report_progress(&cell);
-                    results.cells.push(cell);
+                    results.cells.extend(median_run(runs));
                 }
                 eprintln!("durable: stopping RabbitMQ…");
                 drop(ep);
                 results.notes.push(
                     "RabbitMQ confirms a persistent message once its message store has written \
                      and synced it, or once the message has been consumed and acknowledged on \
-                     every queue it went to, whichever comes first; with consumers that keep up \
-                     most messages take the second way, hence its few device flushes. Ferry \
-                     syncs every durable message before its `accepted`."
+                     every queue it went to, whichever comes first: with consumers that keep up, \
+                     not every message waits for an fsync. Its only fsync figure here is the \
+                     device-wide flush count. Ferry syncs every durable message before its \
+                     `accepted`."
                         .into(),
                 );
             }
@@ -1104,6 +1222,29 @@ pub fn render_markdown(r: &DurableResults) -> String {
          cell (`/proc/diskstats`), whatever issued them. † stopped by the time cap before the \
          count; the rate is what it moved.\n"
     );
+    if s.repeat > 1 {
+        let runs: Vec<String> = r
+            .cells
+            .iter()
+            .map(|c| {
+                let rates: Vec<String> = c.runs.iter().map(|&v| compare::rate_str(v)).collect();
+                format!(
+                    "{} {} {}: {}",
+                    c.broker,
+                    topology(c.links),
+                    if c.durable { "durable" } else { "transient" },
+                    rates.join(", ")
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            md,
+            "Each cell ran {} times (Ferry's transient and durable runs alternating); the table \
+             shows the median run. Every run's msgs/s, in order: {}.\n",
+            s.repeat,
+            runs.join("; ")
+        );
+    }
     let bytes: Vec<String> = r
         .cells
         .iter()
@@ -1197,6 +1338,42 @@ mod tests {
         let s = parse_wal_closed(ansi);
         assert_eq!(s.map(|s| (s.batches, s.syncs, s.enqueued)), Some((3, 2, 7)));
         assert_eq!(parse_wal_closed("ferry started\n"), None);
+    }
+
+    #[test]
+    fn keeps_the_median_run() {
+        let s = scenario_for(
+            "q".into(),
+            1,
+            1024,
+            true,
+            Load {
+                count: 10,
+                duration: Duration::from_secs(1),
+                credit: 10,
+                window: 10,
+            },
+        );
+        let run = |rate: f64, failed: bool| {
+            let mut c = CellResult::new("Ferry", &s);
+            c.report.received = 10;
+            c.report.recv_rate = rate;
+            if failed {
+                c.error = Some("boom".into());
+            }
+            c
+        };
+        let m = median_run(vec![
+            run(3.0, false),
+            run(9.0, true),
+            run(1.0, false),
+            run(2.0, false),
+        ]);
+        let m = m.map(|c| (c.report.recv_rate, c.runs));
+        assert_eq!(m, Some((2.0, vec![3.0, 0.0, 1.0, 2.0])));
+        let m = median_run(vec![run(5.0, true)]).map(|c| c.error.is_some());
+        assert_eq!(m, Some(true));
+        assert!(median_run(Vec::new()).is_none());
     }
 
     #[test]
