@@ -39,6 +39,10 @@ step "benchmark harness: a quick comparison against RabbitMQ and the Proton C br
 bash benches/compare.sh --quick --out target/bench-smoke
 python3 benches/check-report.py target/bench-smoke/results.json
 
+step "benchmark harness: a quick durable run against RabbitMQ"
+# Fails if a Ferry cell fails; the goals are printed, not asserted.
+COMPARE_SKIP_INSTALL=1 bash benches/durable.sh --quick --out target/durable-smoke
+
 step "fuzz targets build"
 if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install cargo-fuzz --locked --quiet
