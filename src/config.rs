@@ -173,8 +173,8 @@ pub enum SyncMode {
     Never,
 }
 
-/// The depth limits of a queue; 0 means unlimited.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+/// The depth limits and message policy of a queue; 0 (or empty) means none.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct QueueLimits {
     /// Most messages held.
@@ -182,6 +182,13 @@ pub struct QueueLimits {
     /// Most bytes of messages held.
     #[serde(deserialize_with = "de_size")]
     pub max_bytes: u64,
+    /// Expiry of messages that carry none of their own.
+    #[serde(deserialize_with = "de_duration")]
+    pub message_ttl: Duration,
+    /// Dead-letter a message once its delivery-count reaches this.
+    pub max_delivery_count: u32,
+    /// Where dead letters go (rejected, expired, over max_delivery_count).
+    pub dead_letter_queue: String,
 }
 
 /// One `[[queues.declare]]` entry; unset limits come from `[queues.defaults]`.
@@ -202,6 +209,15 @@ pub struct QueueDecl {
     /// Whether its durable messages are kept on disk (default true).
     #[serde(default = "yes")]
     pub durable: bool,
+    /// Expiry of messages that carry none of their own.
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub message_ttl: Option<Duration>,
+    /// Dead-letter a message once its delivery-count reaches this (0: never).
+    #[serde(default)]
+    pub max_delivery_count: Option<u32>,
+    /// Where dead letters go ("": dropped and counted).
+    #[serde(default)]
+    pub dead_letter_queue: Option<String>,
 }
 
 fn yes() -> bool {
@@ -214,6 +230,14 @@ impl QueueDecl {
         QueueLimits {
             max_length: self.max_length.unwrap_or(defaults.max_length),
             max_bytes: self.max_bytes.unwrap_or(defaults.max_bytes),
+            message_ttl: self.message_ttl.unwrap_or(defaults.message_ttl),
+            max_delivery_count: self
+                .max_delivery_count
+                .unwrap_or(defaults.max_delivery_count),
+            dead_letter_queue: self
+                .dead_letter_queue
+                .clone()
+                .unwrap_or_else(|| defaults.dead_letter_queue.clone()),
         }
     }
 }
@@ -753,6 +777,10 @@ fn de_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
 
 fn de_opt_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     d.deserialize_any(SizeVisitor).map(Some)
+}
+
+fn de_opt_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    d.deserialize_any(DurationVisitor).map(Some)
 }
 
 fn de_address<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 use ferry::auth::Users;
-use ferry::broker::{BrokerConfig, DeclaredQueue, QueueLimits};
+use ferry::broker::{BrokerConfig, DeclaredQueue, QueueLimits, QueuePolicy};
 use ferry::cli::{self, Cli, Command, WalCommand};
 use ferry::config::Config;
 use ferry::config::SyncMode;
@@ -118,15 +118,17 @@ fn server_spec(config: &Config) -> ServerSpec {
                 .queues
                 .declare
                 .iter()
-                .map(|q| DeclaredQueue {
-                    name: q.name.clone(),
-                    limits: limits(
-                        &q.limits(defaults),
-                        q.max_message_size.unwrap_or(b.max_message_size),
-                    ),
-                    durable: q.durable,
+                .map(|q| {
+                    let l = q.limits(defaults);
+                    DeclaredQueue {
+                        name: q.name.clone(),
+                        limits: limits(&l, q.max_message_size.unwrap_or(b.max_message_size)),
+                        durable: q.durable,
+                        policy: policy(&l),
+                    }
                 })
                 .collect(),
+            default_policy: policy(defaults),
             auto_create_durable: config.queues.auto_create_durable,
             page_above: usize::try_from(config.queues.page_above).unwrap_or(usize::MAX),
             link_credit: b.link_credit,
@@ -144,6 +146,15 @@ fn server_spec(config: &Config) -> ServerSpec {
                 },
             },
         }),
+    }
+}
+
+/// A queue's expiry and dead-letter settings, 0 and "" meaning none.
+fn policy(l: &ferry::config::QueueLimits) -> QueuePolicy {
+    QueuePolicy {
+        message_ttl: (!l.message_ttl.is_zero()).then_some(l.message_ttl),
+        max_delivery_count: (l.max_delivery_count > 0).then_some(l.max_delivery_count),
+        dead_letter_queue: (!l.dead_letter_queue.is_empty()).then(|| l.dead_letter_queue.clone()),
     }
 }
 

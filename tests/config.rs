@@ -152,14 +152,16 @@ password_hash = "{phc}"
         orders.limits(&c.queues.defaults),
         QueueLimits {
             max_length: 100_000,
-            max_bytes: 512 << 20
+            max_bytes: 512 << 20,
+            ..Default::default()
         }
     );
     assert_eq!(
         c.queues.declare[1].limits(&c.queues.defaults),
         QueueLimits {
             max_length: 10,
-            max_bytes: 1 << 20
+            max_bytes: 1 << 20,
+            ..Default::default()
         }
     );
     assert_eq!(c.listeners.len(), 2);

@@ -1072,9 +1072,21 @@ async fn must_13_bare_message_relayed_byte_exact() {
     p.flow(0, 2, dc0, 3, false).await;
     for i in 0..3 {
         let d = p.recv_delivery(0, rx.handle).await;
+        // The header's ttl is rewritten to the time left (issue 6); the annotations are
+        // the same map. The bare message and the footer must be byte-exact.
+        let got = Message::decode(d.payload.clone()).unwrap();
+        let sent = Message::decode(whole.clone()).unwrap();
+        let (gh, sh) = (got.header().unwrap(), sent.header().unwrap());
         assert_eq!(
-            d.payload, whole,
-            "delivery {i}: the whole message is unchanged"
+            (gh.durable, gh.priority, gh.delivery_count),
+            (sh.durable, sh.priority, sh.delivery_count),
+            "delivery {i}: header"
+        );
+        assert!(gh.ttl.is_some(), "delivery {i}: ttl kept");
+        assert_eq!(
+            got.message_annotations().unwrap(),
+            sent.message_annotations().unwrap(),
+            "delivery {i}: message annotations"
         );
         let (b, f) = bare_and_footer(&d.payload);
         assert_eq!(b, bare, "delivery {i}: bare message");
@@ -1125,6 +1137,7 @@ async fn must_14_every_attach_has_positive_max_message_size() {
                 max_message_size: 1000,
             },
             durable: false,
+            ..Default::default()
         }],
         ..Default::default()
     };

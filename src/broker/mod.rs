@@ -16,8 +16,8 @@ use ferry_codec::definitions::ErrorCondition;
 
 pub use memory::Memory;
 pub use queue::{
-    ConsumerId, Delivery, Durability, Lifetime, Outbound, Queue, QueueKind, QueueLimits,
-    QueueStats, Settlement,
+    ConsumerId, DEADLETTER_DESCRIPTION, DEADLETTER_REASON, DEADLETTER_SOURCE, Delivery, Durability,
+    Lifetime, Outbound, Queue, QueueKind, QueueLimits, QueuePolicy, QueueStats, Settlement,
 };
 
 use crate::store::{Journal, Op, Recovery};
@@ -38,6 +38,8 @@ pub struct BrokerConfig {
     pub memory_budget: usize,
     /// Limits of queues not declared with their own.
     pub default_limits: QueueLimits,
+    /// Expiry and dead-letter policy of queues not declared with their own.
+    pub default_policy: QueuePolicy,
     /// Queues that exist from the start.
     pub declared: Vec<DeclaredQueue>,
     /// Whether queues created by an attach are durable (when there is a store).
@@ -62,6 +64,7 @@ impl Default for BrokerConfig {
                 max_bytes: 0,
                 max_message_size: 16 << 20,
             },
+            default_policy: QueuePolicy::default(),
             declared: Vec::new(),
             auto_create_durable: true,
             page_above: 64 << 20,
@@ -72,7 +75,7 @@ impl Default for BrokerConfig {
 }
 
 /// A queue declared in config.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct DeclaredQueue {
     /// Its address.
     pub name: String,
@@ -80,6 +83,8 @@ pub struct DeclaredQueue {
     pub limits: QueueLimits,
     /// Whether its durable messages are stored (when there is a store).
     pub durable: bool,
+    /// Its expiry and dead-letter policy.
+    pub policy: QueuePolicy,
 }
 
 /// What a queue's declaration record says besides its name (`props` in the store).
@@ -138,10 +143,15 @@ impl Broker {
                 let declared = cfg.declared.iter().find(|d| d.name == rq.name);
                 // A queue no longer declared (or auto-created) keeps its messages, and goes
                 // away like an auto-created one once idle and empty.
-                let (kind, limits) = match declared {
-                    Some(d) => (QueueKind::Declared, d.limits),
-                    None => (QueueKind::AutoCreated, cfg.default_limits),
+                let (kind, limits, policy) = match declared {
+                    Some(d) => (QueueKind::Declared, d.limits, d.policy.clone()),
+                    None => (
+                        QueueKind::AutoCreated,
+                        cfg.default_limits,
+                        cfg.default_policy.clone(),
+                    ),
                 };
+                let dlq = dead_letter_queue(&cfg, &memory, Some(&journal), &mut queues, &policy);
                 let q = Queue::with_durability(
                     rq.name.clone(),
                     kind,
@@ -152,7 +162,8 @@ impl Broker {
                         id: rq.id,
                         page_above: cfg.page_above,
                     }),
-                );
+                )
+                .with_policy(policy, dlq);
                 tracing::info!(queue = %rq.name, messages = rq.messages.len(), "durable queue recovered");
                 q.restore(rq.messages);
                 if kind == QueueKind::AutoCreated {
@@ -169,15 +180,19 @@ impl Broker {
                 .as_ref()
                 .filter(|_| d.durable)
                 .map(|j| declare(j, &d.name, PROPS_DECLARED, cfg.page_above));
+            let dlq = dead_letter_queue(&cfg, &memory, journal.as_ref(), &mut queues, &d.policy);
             queues.insert(
                 d.name.clone(),
-                Arc::new(Queue::with_durability(
-                    d.name.clone(),
-                    QueueKind::Declared,
-                    d.limits,
-                    Arc::clone(&memory),
-                    durability,
-                )),
+                Arc::new(
+                    Queue::with_durability(
+                        d.name.clone(),
+                        QueueKind::Declared,
+                        d.limits,
+                        Arc::clone(&memory),
+                        durability,
+                    )
+                    .with_policy(d.policy.clone(), dlq),
+                ),
             );
         }
         let instance = std::time::SystemTime::now()
@@ -241,13 +256,24 @@ impl Broker {
             .as_ref()
             .filter(|_| self.cfg.auto_create_durable)
             .map(|j| declare(j, address, PROPS_AUTO, self.cfg.page_above));
-        let q = Arc::new(Queue::with_durability(
-            address.to_string(),
-            QueueKind::AutoCreated,
-            self.cfg.default_limits,
-            Arc::clone(&self.memory),
-            durability,
-        ));
+        let policy = self.cfg.default_policy.clone();
+        let dlq = dead_letter_queue(
+            &self.cfg,
+            &self.memory,
+            self.journal.as_ref(),
+            &mut queues,
+            &policy,
+        );
+        let q = Arc::new(
+            Queue::with_durability(
+                address.to_string(),
+                QueueKind::AutoCreated,
+                self.cfg.default_limits,
+                Arc::clone(&self.memory),
+                durability,
+            )
+            .with_policy(policy, dlq),
+        );
         queues.insert(address.to_string(), Arc::clone(&q));
         tracing::debug!(queue = address, "queue auto-created");
         Ok(q)
@@ -309,8 +335,14 @@ impl Broker {
         }
     }
 
-    /// Housekeeping: deletes auto-created queues idle for `auto_delete_after`.
+    /// Housekeeping: dead-letters expired messages, and deletes auto-created queues idle
+    /// for `auto_delete_after`.
     pub fn sweep(&self, now: Instant) {
+        let all: Vec<Arc<Queue>> = self.registry().values().cloned().collect();
+        let now_ms = queue::now_ms();
+        for q in &all {
+            q.expire(now_ms);
+        }
         let idle: Vec<String> = self
             .registry()
             .values()
@@ -352,4 +384,31 @@ fn declare(journal: &Arc<dyn Journal>, name: &str, props: &[u8], page_above: usi
         id,
         page_above,
     }
+}
+
+/// The dead-letter queue `policy` names, created (declared, so never auto-deleted; durable
+/// when auto-created queues are) if it does not exist yet.
+fn dead_letter_queue(
+    cfg: &BrokerConfig,
+    memory: &Arc<Memory>,
+    journal: Option<&Arc<dyn Journal>>,
+    queues: &mut HashMap<String, Arc<Queue>>,
+    policy: &QueuePolicy,
+) -> Option<Arc<Queue>> {
+    let name = policy.dead_letter_queue.as_deref()?;
+    if let Some(q) = queues.get(name) {
+        return Some(Arc::clone(q));
+    }
+    let durability = journal
+        .filter(|_| cfg.auto_create_durable)
+        .map(|j| declare(j, name, PROPS_DECLARED, cfg.page_above));
+    let q = Arc::new(Queue::with_durability(
+        name.to_string(),
+        QueueKind::Declared,
+        cfg.default_limits,
+        Arc::clone(memory),
+        durability,
+    ));
+    queues.insert(name.to_string(), Arc::clone(&q));
+    Some(q)
 }

@@ -90,8 +90,11 @@ pub enum Settlement {
         /// Annotations to merge into the message-annotations.
         annotations: Option<Fields>,
     },
-    /// `rejected`: dead-lettered (until dead-letter queues exist: dropped and counted).
-    Rejected,
+    /// `rejected`: dead-lettered (dropped and counted without a dead-letter queue).
+    Rejected {
+        /// The rejection's error description, kept on the dead-lettered message.
+        description: Option<String>,
+    },
 }
 
 /// Limits of one queue; 0 means unlimited.
@@ -103,6 +106,34 @@ pub struct QueueLimits {
     pub max_bytes: usize,
     /// Largest message accepted.
     pub max_message_size: u64,
+}
+
+/// What happens to a queue's messages over time: expiry and dead-lettering.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueuePolicy {
+    /// Expiry of messages that carry none of their own (`header.ttl`,
+    /// `properties.absolute-expiry-time`).
+    pub message_ttl: Option<std::time::Duration>,
+    /// Dead-letter a message once its delivery-count reaches this.
+    pub max_delivery_count: Option<u32>,
+    /// The address of the dead-letter queue; without one, dead letters are dropped and
+    /// counted.
+    pub dead_letter_queue: Option<String>,
+}
+
+/// Annotations a dead-lettered message carries.
+pub const DEADLETTER_REASON: &str = "x-opt-deadletter-reason";
+/// The rejecting consumer's error description, when there was one.
+pub const DEADLETTER_DESCRIPTION: &str = "x-opt-deadletter-description";
+/// The queue it was dead-lettered from.
+pub const DEADLETTER_SOURCE: &str = "x-opt-deadletter-source";
+
+/// A message leaving its queue for the dead-letter queue, and why.
+#[derive(Debug)]
+struct Dead {
+    entry: Entry,
+    reason: &'static str,
+    description: Option<String>,
 }
 
 /// Why a queue exists, which decides when it goes away.
@@ -147,11 +178,17 @@ struct Entry {
     message: Message,
     /// The message's id in the store, if it is stored.
     stored: Option<u64>,
+    /// When it expires, in ms since the Unix epoch; 0 for never.
+    expires: u64,
     /// Consumers this message must not go to again (modified undeliverable-here).
     excluded: Vec<ConsumerId>,
 }
 
 impl Entry {
+    fn expired(&self, now_ms: u64) -> bool {
+        self.expires != 0 && self.expires <= now_ms
+    }
+
     /// Bytes it holds in memory.
     fn len(&self) -> usize {
         self.message.len()
@@ -208,6 +245,11 @@ struct State {
     cold_bytes: usize,
     /// A consumer had credit while paged-out messages were still on their way to the log.
     waiting_for_store: bool,
+    /// Messages to dead-letter once the lock is released (the dead-letter queue has its own
+    /// lock, and two queues may dead-letter into each other).
+    dead: Vec<Dead>,
+    /// Expiry (ms) of restored messages that have one.
+    restored_expiry: IdMap<u64, u64>,
 }
 
 impl State {
@@ -243,6 +285,12 @@ pub struct Queue {
     /// Messages rejected and dropped (no dead-letter queue yet).
     rejected: std::sync::atomic::AtomicU64,
     durable: Option<Durability>,
+    policy: QueuePolicy,
+    dead_letter: Option<Arc<Queue>>,
+    /// Messages moved to the dead-letter queue.
+    dead_lettered: std::sync::atomic::AtomicU64,
+    /// Dead letters dropped: no dead-letter queue, or already dead-lettered once (no loops).
+    dead_dropped: std::sync::atomic::AtomicU64,
 }
 
 /// Bytes a durable queue's store may have waiting to be written before its producers get
@@ -274,7 +322,36 @@ impl Queue {
             state: Mutex::new(State::default()),
             rejected: std::sync::atomic::AtomicU64::new(0),
             durable,
+            policy: QueuePolicy::default(),
+            dead_letter: None,
+            dead_lettered: std::sync::atomic::AtomicU64::new(0),
+            dead_dropped: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// Sets the expiry and dead-letter policy, with the dead-letter queue resolved.
+    pub(crate) fn with_policy(
+        mut self,
+        policy: QueuePolicy,
+        dead_letter: Option<Arc<Queue>>,
+    ) -> Self {
+        self.policy = policy;
+        self.dead_letter = dead_letter;
+        self
+    }
+
+    /// Its expiry and dead-letter policy.
+    pub fn policy(&self) -> &QueuePolicy {
+        &self.policy
+    }
+
+    /// Messages moved to the dead-letter queue, and dead letters dropped.
+    pub fn dead_letter_counts(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.dead_lettered.load(Relaxed),
+            self.dead_dropped.load(Relaxed),
+        )
     }
 
     /// Its place in the store, if it is durable.
@@ -289,6 +366,9 @@ impl Queue {
         for m in messages {
             if !m.annotations.is_empty() {
                 s.restored_annotations.insert(m.msg, m.annotations);
+            }
+            if m.meta.expiry != 0 {
+                s.restored_expiry.insert(m.msg, m.meta.expiry);
             }
             s.restored.push_back((m.msg, m.delivery_count));
         }
@@ -404,6 +484,7 @@ impl Queue {
         }
         s.idle_since = None;
         let len = message.len();
+        let expires = expiry_of(&message, self.policy.message_ttl);
         if let (Some(msg), Some(d)) = (stored, &self.durable) {
             let cold = !s.restored.is_empty()
                 || s.cold > 0
@@ -411,7 +492,10 @@ impl Queue {
                 || self.memory.available() < len;
             d.journal.submit(vec![Op::Enqueue {
                 msg,
-                meta: Default::default(),
+                meta: crate::store::Meta {
+                    expiry: expires,
+                    ..Default::default()
+                },
                 refs: vec![crate::store::Ref {
                     queue: d.id,
                     ..Default::default()
@@ -423,6 +507,7 @@ impl Queue {
                 s.cold += 1;
                 s.cold_bytes += len;
                 self.dispatch(&mut s);
+                self.finish(s);
                 return Ok(true);
             }
         }
@@ -436,10 +521,187 @@ impl Queue {
             id,
             message,
             stored,
+            expires,
             excluded: Vec::new(),
         });
         self.dispatch(&mut s);
+        self.finish(s);
         Ok(false)
+    }
+
+    /// Takes a dead-lettered message whose store reference was already moved here (or that
+    /// is not stored): no store record is written. It is kept in memory. Dead letters do not
+    /// expire again (`expires` 0): an expired message must stay readable in its DLQ.
+    fn enqueue_moved(
+        self: &Arc<Self>,
+        message: Message,
+        stored: Option<u64>,
+        expires: u64,
+    ) -> bool {
+        let mut s = self.lock();
+        if s.deleted {
+            return false;
+        }
+        s.idle_since = None;
+        let message = message.compacted(COMPACT_BELOW);
+        let id = s.next_entry;
+        s.next_entry += 1;
+        s.bytes += message.len();
+        self.memory.charge(message.len());
+        s.ready.push_back(Entry {
+            id,
+            message,
+            stored,
+            expires,
+            excluded: Vec::new(),
+        });
+        self.dispatch(&mut s);
+        self.finish(s);
+        true
+    }
+
+    /// Dead-letters the messages queued for it, after the lock is released.
+    fn finish(self: &Arc<Self>, mut s: MutexGuard<'_, State>) {
+        if s.dead.is_empty() {
+            return;
+        }
+        let dead = std::mem::take(&mut s.dead);
+        drop(s);
+        for d in dead {
+            self.dead_letter_one(d);
+        }
+    }
+
+    /// Moves one message to the dead-letter queue with its reason, or drops it (no
+    /// dead-letter queue, or it was dead-lettered before: no loops).
+    fn dead_letter_one(self: &Arc<Self>, d: Dead) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let Dead {
+            entry,
+            reason,
+            description,
+        } = d;
+        let again = entry
+            .message
+            .message_annotations()
+            .ok()
+            .flatten()
+            .is_some_and(|m| {
+                m.0.iter()
+                    .any(|(k, _)| matches!(k, Value::Symbol(s) if s.as_str() == DEADLETTER_REASON))
+            });
+        let target = self
+            .dead_letter
+            .as_ref()
+            .filter(|q| !again && !Arc::ptr_eq(q, self) && !q.is_deleted());
+        let Some(dlq) = target else {
+            self.dead_dropped.fetch_add(1, Relaxed);
+            if let Some(msg) = entry.stored {
+                self.journal(|queue| vec![Op::Settle { queue, msg }]);
+            }
+            tracing::debug!(queue = %self.name, reason, "dead letter dropped");
+            return;
+        };
+        let mut fields = Fields::new();
+        fields.push(
+            ferry_codec::types::Symbol::from_static(DEADLETTER_REASON),
+            Value::String(reason.into()),
+        );
+        if let Some(text) = &description {
+            fields.push(
+                ferry_codec::types::Symbol::from_static(DEADLETTER_DESCRIPTION),
+                Value::String(text.as_str().into()),
+            );
+        }
+        fields.push(
+            ferry_codec::types::Symbol::from_static(DEADLETTER_SOURCE),
+            Value::String(self.name.as_str().into()),
+        );
+        let message = modified(&entry.message, false, Some(&fields));
+        let same_store = match (&self.durable, dlq.durability()) {
+            (Some(a), Some(b)) => Arc::ptr_eq(&a.journal, &b.journal).then_some((a.id, b.id)),
+            _ => None,
+        };
+        let moved = match (entry.stored, same_store) {
+            // One record moves the reference: the message is never in both queues, or
+            // neither, whatever happens next.
+            (Some(msg), Some((from, to))) => {
+                if let Some(d) = &self.durable {
+                    d.journal.submit(vec![Op::DeadLetter {
+                        from,
+                        msg,
+                        to,
+                        annotations: ferry_codec::Encode::to_bytes(&fields).to_vec(),
+                    }]);
+                }
+                dlq.enqueue_moved(message, Some(msg), 0)
+            }
+            (stored, _) => {
+                if let Some(msg) = stored {
+                    self.journal(|queue| vec![Op::Settle { queue, msg }]);
+                }
+                let durable = message.header().is_ok_and(|h| h.durable);
+                match dlq.durability() {
+                    Some(d) if durable => {
+                        let id = d.journal.next_message_id();
+                        dlq.enqueue_stored(message, Some(id)).is_ok()
+                    }
+                    _ => dlq.enqueue_moved(message, None, 0),
+                }
+            }
+        };
+        if moved {
+            self.dead_lettered.fetch_add(1, Relaxed);
+        } else {
+            self.dead_dropped.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Queues `entry` for dead-lettering; its memory is released now.
+    fn kill(&self, s: &mut State, entry: Entry, reason: &'static str, description: Option<String>) {
+        s.bytes = s.bytes.saturating_sub(entry.len());
+        self.memory.refund(entry.len());
+        s.dead.push(Dead {
+            entry,
+            reason,
+            description,
+        });
+    }
+
+    /// Dead-letters every expired message in memory (and restored ones, by their stored
+    /// expiry) without reading any body: called by housekeeping.
+    pub fn expire(self: &Arc<Self>, now_ms: u64) {
+        let mut s = self.lock();
+        if s.ready.iter().any(|e| e.expired(now_ms)) {
+            let ready = std::mem::take(&mut s.ready);
+            for e in ready {
+                if e.expired(now_ms) {
+                    self.kill(&mut s, e, "expired", None);
+                } else {
+                    s.ready.push_back(e);
+                }
+            }
+        }
+        if !s.restored_expiry.is_empty() {
+            let gone: Vec<u64> = s
+                .restored_expiry
+                .iter()
+                .filter(|(_, t)| **t <= now_ms)
+                .map(|(m, _)| *m)
+                .collect();
+            if !gone.is_empty() {
+                s.restored.retain(|(m, _)| !gone.contains(m));
+                for msg in gone {
+                    s.restored_expiry.remove(&msg);
+                    s.restored_annotations.remove(&msg);
+                    // Never read: dropped from the store without dead-lettering the body.
+                    self.journal(|queue| vec![Op::Settle { queue, msg }]);
+                    self.dead_dropped
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }
+        self.finish(s);
     }
 
     /// The store has written this queue's paged-out messages of a turn: a consumer that
@@ -450,6 +712,7 @@ impl Queue {
             s.waiting_for_store = false;
             self.dispatch(&mut s);
         }
+        self.finish(s);
     }
 
     /// Registers a producer link (for lifetimes, auto-delete, and detaching it on delete).
@@ -499,6 +762,7 @@ impl Queue {
             }
         }
         self.dispatch(&mut s);
+        self.finish(s);
     }
 
     /// Removes a consumer; its unsettled messages return to the queue as if modified with
@@ -522,11 +786,24 @@ impl Queue {
         let mut ops = Vec::new();
         for mut entry in returned.into_iter().rev() {
             self.rewrite(&mut s, &mut entry, true, None, &mut ops);
-            Self::requeue(&mut s, entry);
+            self.requeue_or_kill(&mut s, entry);
         }
         self.journal(|_| ops);
         Self::mark_idle(&mut s, now);
         self.dispatch(&mut s);
+        self.finish(s);
+    }
+
+    /// Back to the queue, unless it has now failed `max_delivery_count` times.
+    fn requeue_or_kill(&self, s: &mut State, entry: Entry) {
+        let count = entry.message.header().map_or(0, |h| h.delivery_count);
+        match self.policy.max_delivery_count {
+            Some(max) if count >= max => {
+                let why = format!("delivered {count} times (max-delivery-count {max})");
+                self.kill(s, entry, "max-delivery-count", Some(why));
+            }
+            _ => Self::requeue(s, entry),
+        }
     }
 
     fn mark_idle(s: &mut State, now: Instant) {
@@ -570,10 +847,10 @@ impl Queue {
         };
         match outcome {
             Settlement::Accepted => self.forget(&mut s, &e),
-            Settlement::Rejected => {
+            Settlement::Rejected { description } => {
                 self.rejected
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                self.forget(&mut s, &e);
+                self.kill(&mut s, e, "rejected", description);
             }
             Settlement::Released => {
                 Self::requeue(&mut s, e);
@@ -597,11 +874,16 @@ impl Queue {
                 if undeliverable_here {
                     e.excluded.push(consumer);
                 }
-                Self::requeue(&mut s, e);
+                if delivery_failed {
+                    self.requeue_or_kill(&mut s, e);
+                } else {
+                    Self::requeue(&mut s, e);
+                }
             }
         }
         Self::mark_idle(&mut s, now);
         self.dispatch(&mut s);
+        self.finish(s);
     }
 
     /// Puts a message back at its place in FIFO order (by entry id).
@@ -676,7 +958,10 @@ impl Queue {
                     .map_err(|e| e.to_string())
                     .and_then(|b| Message::decode(b).map_err(|e| e.to_string()));
                 match read {
-                    Ok(m) => self.push_loaded(s, restored(m, delivery_count, &annotations), msg),
+                    Ok(m) => {
+                        let expires = s.restored_expiry.remove(&msg).unwrap_or(0);
+                        self.push_loaded(s, restored(m, delivery_count, &annotations), msg, expires)
+                    }
                     Err(why) => {
                         tracing::error!(queue = %self.name, msg, why, "a stored message cannot be read; it is dropped");
                         d.journal.submit(vec![Op::Settle { queue: d.id, msg }]);
@@ -701,6 +986,7 @@ impl Queue {
                                 s,
                                 restored(m, p.delivery_count, &p.annotations),
                                 p.msg,
+                                p.expiry,
                             ),
                             Err(e) => {
                                 tracing::error!(queue = %self.name, msg = p.msg, error = %e, "a paged message does not decode; it is dropped");
@@ -720,7 +1006,7 @@ impl Queue {
         }
     }
 
-    fn push_loaded(&self, s: &mut State, message: Message, msg: u64) {
+    fn push_loaded(&self, s: &mut State, message: Message, msg: u64, expires: u64) {
         let id = s.next_entry;
         s.next_entry += 1;
         s.bytes += message.len();
@@ -729,6 +1015,7 @@ impl Queue {
             id,
             message,
             stored: Some(msg),
+            expires,
             excluded: Vec::new(),
         });
     }
@@ -768,6 +1055,7 @@ impl Queue {
         s.unacked.clear();
         s.restored.clear();
         s.restored_annotations.clear();
+        s.restored_expiry.clear();
         s.cold = 0;
         s.cold_bytes = 0;
         s.bytes = 0;
@@ -806,13 +1094,27 @@ impl Queue {
             let Some(entry) = s.ready.remove(pos) else {
                 break;
             };
+            if entry.expires != 0 && entry.expired(now_ms()) {
+                self.kill(s, entry, "expired", None);
+                continue;
+            }
             let Some(c) = s.consumers.get_mut(i) else {
                 Self::requeue(s, entry);
                 break;
             };
             c.credit -= 1;
             let (id, presettled) = (c.id, c.presettled);
-            let message = entry.message.clone();
+            // §3.2.1: the ttl the consumer sees is what is left of it.
+            let message = match entry.message.header().ok().and_then(|h| h.ttl) {
+                Some(_) if entry.expires != 0 => {
+                    let left = entry
+                        .expires
+                        .saturating_sub(now_ms())
+                        .min(u64::from(u32::MAX)) as u32;
+                    reannotated(&entry.message, |h| h.ttl = Some(left.max(1)), None)
+                }
+                _ => entry.message.clone(),
+            };
             let entry_id = entry.id;
             let queue = Arc::clone(self);
             // Pre-settled: forgotten once handed over; unsettled: kept until the outcome.
@@ -933,4 +1235,32 @@ fn reannotated(
     message
         .reannotate(Some(&header), da.as_ref(), ma.as_ref())
         .unwrap_or_else(|_| message.clone())
+}
+
+/// Milliseconds since the Unix epoch (the unit of AMQP timestamps).
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// When a message arriving now expires (ms since the epoch; 0 for never), computed once on
+/// arrival (§3.2.1, §3.2.4): `properties.absolute-expiry-time` wins over `header.ttl`, and
+/// either over the queue's `default`.
+fn expiry_of(message: &Message, default: Option<std::time::Duration>) -> u64 {
+    if let Ok(Some(p)) = message.properties()
+        && let Some(t) = p.absolute_expiry_time
+    {
+        return u64::try_from(t.0).unwrap_or(0).max(1);
+    }
+    let ttl = message
+        .header()
+        .ok()
+        .and_then(|h| h.ttl)
+        .map(|ms| std::time::Duration::from_millis(u64::from(ms)))
+        .or(default);
+    match ttl {
+        Some(ttl) => now_ms().saturating_add(ttl.as_millis() as u64),
+        None => 0,
+    }
 }

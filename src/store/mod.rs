@@ -146,6 +146,8 @@ pub struct Paged {
     pub annotations: Vec<u8>,
     /// The message bytes.
     pub body: Bytes,
+    /// When it expires (ms since the epoch), 0 for never.
+    pub expiry: u64,
 }
 
 /// What the broker needs from durable storage.
@@ -528,6 +530,7 @@ fn read_run(
             delivery_count: mine.delivery_count,
             annotations: mine.annotations.clone(),
             body: Bytes::copy_from_slice(e.body),
+            expiry: e.meta.expiry,
         });
     }
     Ok((out, run.start + pos as u64, bytes, hot))

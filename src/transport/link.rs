@@ -700,7 +700,13 @@ fn settlement(state: Option<&DeliveryState>) -> Settlement {
     match state {
         None | Some(DeliveryState::Accepted(_)) => Settlement::Accepted,
         Some(DeliveryState::Released(_)) => Settlement::Released,
-        Some(DeliveryState::Rejected(_)) => Settlement::Rejected,
+        Some(DeliveryState::Rejected(r)) => Settlement::Rejected {
+            description: r
+                .error
+                .as_ref()
+                .and_then(|e| e.description.as_ref())
+                .map(|d| d.to_string()),
+        },
         Some(DeliveryState::Modified(m)) => Settlement::Modified {
             delivery_failed: m.delivery_failed.unwrap_or(false),
             undeliverable_here: m.undeliverable_here.unwrap_or(false),
