@@ -4,8 +4,11 @@
 //! directly; the registry lock is taken only on attach, detach and housekeeping, never per
 //! message.
 
+pub mod address;
 mod memory;
 mod queue;
+pub mod selector;
+pub mod topic;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -4,9 +4,9 @@
 //! These are the AMQP 0-9-1 (RabbitMQ) topic rules, so clients moving over keep their
 //! bindings' meaning.
 //!
-//! A routing key is a list of words separated by `.`. Words may be empty (`a..b` is `a`, ``,
-//! `b`; `a.` is `a`, ``), but the empty string is the empty list, not one empty word, as in
-//! RabbitMQ. In a key, `*` and `#` are ordinary words.
+//! A routing key is a list of words separated by `.`. Words may be empty (`a..b` is `a`, an
+//! empty word, `b`; `a.` is `a` and an empty word), but the empty string is the empty list,
+//! not one empty word, as in RabbitMQ. In a key, `*` and `#` are ordinary words.
 //!
 //! A binding pattern is a list of words the same way, where a whole word `*` matches exactly
 //! one word and a whole word `#` matches zero or more words. Only whole words are wildcards:
@@ -28,12 +28,15 @@
 //! # Limits
 //! Patterns and keys are at most [`MAX_TOPIC_BYTES`] bytes and [`MAX_TOPIC_WORDS`] words,
 //! because the matching work grows with the number of words (see [`TopicTable::matches`]).
-//! [`TopicTable::bind`] refuses a pattern over them; a key over them routes nowhere, since no
-//! pattern could be compared with it at bounded cost. The broker should refuse such a message
-//! at publish with [`check_topic`], so that the sender learns why.
+//! [`TopicTable::bind`] refuses a pattern over them; a key over them matches nothing, not even
+//! `#`, so that the work per message stays bounded. The broker should refuse such a message at
+//! publish with [`check_topic`], so that the sender learns why.
 
+use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet};
-use std::hash::Hash;
+use std::hash::{Hash, Hasher};
+
+use crate::idhash::IdSet;
 
 /// Longest pattern or routing key, in bytes. Longer than AMQP 0-9-1's 255-byte short string,
 /// because AMQP 1.0 subjects and addresses have no such limit.
@@ -61,6 +64,9 @@ pub enum TopicError {
         /// The limit.
         max: usize,
     },
+    /// The table has as many nodes as its 32-bit node ids can name.
+    #[error("topic table is full")]
+    TableFull,
 }
 
 /// Checks a pattern or routing key against the limits.
@@ -143,60 +149,286 @@ fn segments(pattern: &str) -> impl Iterator<Item = Seg<'_>> {
     })
 }
 
-/// A trie node: the pattern prefix spelled by the path from the root.
+/// Words up to this many bytes are stored inline, so that comparing one with a key's word
+/// reads no other memory.
+const INLINE_WORD: usize = 22;
+
+/// The bytes of a literal word or pattern.
+#[derive(Debug)]
+enum Word {
+    Short { len: u8, bytes: [u8; INLINE_WORD] },
+    Long(Box<[u8]>),
+}
+
+impl Word {
+    fn new(word: &[u8]) -> Self {
+        let mut bytes = [0; INLINE_WORD];
+        match (bytes.get_mut(..word.len()), u8::try_from(word.len())) {
+            (Some(dst), Ok(len)) => {
+                dst.copy_from_slice(word);
+                Word::Short { len, bytes }
+            }
+            _ => Word::Long(word.into()),
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Word::Short { len, bytes } => bytes.get(..usize::from(*len)).unwrap_or_default(),
+            Word::Long(bytes) => bytes,
+        }
+    }
+}
+
+// Hashed and compared as its bytes, so that maps keyed by it can be probed with a `&[u8]`.
+impl Hash for Word {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_bytes().hash(state);
+    }
+}
+
+impl PartialEq for Word {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for Word {}
+
+impl Borrow<[u8]> for Word {
+    fn borrow(&self) -> &[u8] {
+        self.as_bytes()
+    }
+}
+
+/// The values bound to one pattern. Most patterns have one, kept without a set's allocation
+/// so that emitting it reads nothing beyond the node.
+#[derive(Debug)]
+enum Values<T> {
+    None,
+    One(T),
+    // Boxed so that nodes, of which most have one value or none, stay small.
+    #[allow(clippy::box_collection)]
+    Many(Box<HashSet<T>>),
+}
+
+impl<T: Eq + Hash> Values<T> {
+    fn insert(&mut self, value: T) -> bool {
+        match std::mem::replace(self, Values::None) {
+            Values::None => {
+                *self = Values::One(value);
+                true
+            }
+            Values::One(one) if one == value => {
+                *self = Values::One(one);
+                false
+            }
+            Values::One(one) => {
+                *self = Values::Many(Box::new(HashSet::from([one, value])));
+                true
+            }
+            Values::Many(mut set) => {
+                let added = set.insert(value);
+                *self = Values::Many(set);
+                added
+            }
+        }
+    }
+
+    fn remove(&mut self, value: &T) -> bool {
+        match self {
+            Values::None => false,
+            Values::One(one) => {
+                let removed = one == value;
+                if removed {
+                    *self = Values::None;
+                }
+                removed
+            }
+            Values::Many(set) => {
+                let removed = set.remove(value);
+                if set.len() <= 1 {
+                    let last = set.drain().next();
+                    *self = last.map_or(Values::None, Values::One);
+                }
+                removed
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        matches!(self, Values::None)
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Values::None => 0,
+            Values::One(_) => 1,
+            Values::Many(set) => set.len(),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &T> {
+        let (one, many) = match self {
+            Values::None => (None, None),
+            Values::One(one) => (Some(one), None),
+            Values::Many(set) => (None, Some(set.iter())),
+        };
+        one.into_iter().chain(many.into_iter().flatten())
+    }
+}
+
+/// A node of the wildcard trie: the pattern prefix spelled by its path from the root.
 #[derive(Debug)]
 struct Node<T> {
-    words: HashMap<Box<str>, Node<T>>,
-    star: Option<Box<Node<T>>>,
-    hash: Option<Box<Node<T>>>,
-    /// Values bound to the pattern that ends here.
-    values: HashSet<T>,
+    /// Names this node as the parent in its literal children's keys.
+    id: u32,
+    /// Literal children.
+    literals: u32,
+    /// Slot of the `*` child, 0 for none (slot 0 is the root, nobody's child).
+    star: u32,
+    /// Slot of the `#` child, likewise.
+    hash: u32,
     /// A `#` node with another `#` above it. Only such a node can be reached at the same key
     /// position along two ways of matching, so only its visits are remembered.
     revisitable: bool,
+    /// Values bound to the pattern ending here.
+    values: Values<T>,
 }
 
 impl<T> Node<T> {
-    fn new(revisitable: bool) -> Self {
+    fn new(id: u32, revisitable: bool) -> Self {
         Self {
-            words: HashMap::new(),
-            star: None,
-            hash: None,
-            values: HashSet::new(),
+            id,
+            literals: 0,
+            star: 0,
+            hash: 0,
             revisitable,
+            values: Values::None,
         }
     }
 
     fn is_leaf(&self) -> bool {
-        self.words.is_empty() && self.star.is_none() && self.hash.is_none()
+        self.literals == 0 && self.star == 0 && self.hash == 0
     }
 
     fn is_empty(&self) -> bool {
-        self.values.is_empty() && self.is_leaf()
+        self.is_leaf() && matches!(self.values, Values::None)
     }
+}
+
+/// The key of a node reached by a literal word: its parent's id and the word.
+#[derive(Debug)]
+struct EdgeKey {
+    parent: u32,
+    word: Word,
+}
+
+/// An edge key, stored or borrowed. The literal map is probed through `dyn Edge`, since
+/// `HashMap::get` needs a type its keys borrow as, and a `(u32, &[u8])` is not one.
+trait Edge {
+    fn parent(&self) -> u32;
+    fn word(&self) -> &[u8];
+}
+
+impl Edge for EdgeKey {
+    fn parent(&self) -> u32 {
+        self.parent
+    }
+    fn word(&self) -> &[u8] {
+        self.word.as_bytes()
+    }
+}
+
+impl Edge for (u32, &[u8]) {
+    fn parent(&self) -> u32 {
+        self.0
+    }
+    fn word(&self) -> &[u8] {
+        self.1
+    }
+}
+
+impl Hash for dyn Edge + '_ {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u32(self.parent());
+        state.write(self.word());
+    }
+}
+
+impl PartialEq for dyn Edge + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.parent() == other.parent() && self.word() == other.word()
+    }
+}
+
+impl Eq for dyn Edge + '_ {}
+
+impl<'a> Borrow<dyn Edge + 'a> for EdgeKey {
+    fn borrow(&self) -> &(dyn Edge + 'a) {
+        self
+    }
+}
+
+impl Hash for EdgeKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        (self as &dyn Edge).hash(state);
+    }
+}
+
+impl PartialEq for EdgeKey {
+    fn eq(&self, other: &Self) -> bool {
+        (self as &dyn Edge) == (other as &dyn Edge)
+    }
+}
+
+impl Eq for EdgeKey {}
+
+/// Where a trie node is stored.
+#[derive(Debug, Clone, Copy)]
+enum At<'a> {
+    /// In `wild`, at this slot.
+    Wild(u32),
+    /// In `literal`, under this parent id and word.
+    Literal(u32, &'a [u8]),
 }
 
 /// The bindings of one topic exchange: `(pattern, value)` pairs, where a value is whatever
 /// names a destination (a queue handle or id).
 ///
-/// Patterns are kept in a trie over their words, so a key is matched by walking the words it
-/// can reach rather than testing every pattern; nodes left empty by
-/// [`unbind`](Self::unbind) are removed, so bind/unbind churn does not grow it.
+/// Patterns without wildcards are kept whole in a map, so a key reaches them with one lookup,
+/// as a direct exchange would. The others form a trie over their words, walked along the words
+/// of the key rather than testing every pattern. The trie is flat: a node reached by a word
+/// sits in one map under `(parent id, word)`, one reached by `*` or `#` in a vector its parent
+/// indexes; short words and a single value are stored inline. So a step down costs one hash
+/// lookup or none, and a large table stays compact. Nodes left empty by
+/// [`unbind`](Self::unbind) are removed and their ids and slots reused, so churn does not grow
+/// it.
 #[derive(Debug)]
 pub struct TopicTable<T> {
-    root: Node<T>,
+    /// Patterns without `*` or `#`, by their whole text.
+    exact: HashMap<Word, Values<T>>,
+    /// Trie nodes reached by a literal word.
+    literal: HashMap<EdgeKey, Node<T>>,
+    /// Trie nodes reached by `*` or `#`; slot 0 is the root (id 0).
+    wild: Vec<Node<T>>,
+    free_slots: Vec<u32>,
+    free_ids: Vec<u32>,
+    next_id: u32,
     /// Bindings.
     len: usize,
-    /// Nodes besides the root.
-    nodes: usize,
 }
 
 impl<T> Default for TopicTable<T> {
     fn default() -> Self {
         Self {
-            root: Node::new(false),
+            exact: HashMap::new(),
+            literal: HashMap::new(),
+            wild: vec![Node::new(0, false)],
+            free_slots: Vec::new(),
+            free_ids: Vec::new(),
+            next_id: 1,
             len: 0,
-            nodes: 0,
         }
     }
 }
@@ -207,43 +439,102 @@ impl<T: Clone + Eq + Hash> TopicTable<T> {
         Self::default()
     }
 
+    fn node(&self, at: At<'_>) -> Option<&Node<T>> {
+        match at {
+            At::Wild(slot) => self.wild.get(slot as usize),
+            At::Literal(parent, word) => self.literal.get(&(parent, word) as &dyn Edge),
+        }
+    }
+
+    fn node_mut(&mut self, at: At<'_>) -> Option<&mut Node<T>> {
+        match at {
+            At::Wild(slot) => self.wild.get_mut(slot as usize),
+            At::Literal(parent, word) => self.literal.get_mut(&(parent, word) as &dyn Edge),
+        }
+    }
+
+    /// Where the child of the node at `at` along `seg` is, if it exists.
+    fn child<'a>(&self, at: At<'_>, seg: Seg<'a>) -> Option<At<'a>> {
+        let node = self.node(at)?;
+        let child = match seg {
+            Seg::Word(w) => At::Literal(node.id, w.as_bytes()),
+            Seg::Star if node.star != 0 => At::Wild(node.star),
+            Seg::Hash if node.hash != 0 => At::Wild(node.hash),
+            Seg::Star | Seg::Hash => return None,
+        };
+        self.node(child).map(|_| child)
+    }
+
     /// Binds `value` with `pattern`; false if that binding already exists. Patterns are
     /// compared as strings: `#` and `#.#` are two bindings, though they match the same keys.
     pub fn bind(&mut self, pattern: &str, value: T) -> Result<bool, TopicError> {
         check_topic(pattern)?;
-        let mut created = 0;
-        let mut seen_hash = false;
-        let mut node = &mut self.root;
-        for seg in segments(pattern) {
-            node = match seg {
-                Seg::Word(w) => {
-                    if !node.words.contains_key(w) {
-                        created += 1;
-                    }
-                    node.words
-                        .entry(Box::from(w))
-                        .or_insert_with(|| Node::new(false))
-                }
-                Seg::Star => node.star.get_or_insert_with(|| {
-                    created += 1;
-                    Box::new(Node::new(false))
-                }),
-                Seg::Hash => {
-                    let revisitable = seen_hash;
-                    seen_hash = true;
-                    node.hash.get_or_insert_with(|| {
-                        created += 1;
-                        Box::new(Node::new(revisitable))
-                    })
-                }
-            };
-        }
-        self.nodes += created;
-        let added = node.values.insert(value);
+        let added = if segments(pattern).all(|s| matches!(s, Seg::Word(_))) {
+            self.exact
+                .entry(Word::new(pattern.as_bytes()))
+                .or_insert(Values::None)
+                .insert(value)
+        } else {
+            self.bind_wild(pattern, value)?
+        };
         if added {
             self.len += 1;
         }
         Ok(added)
+    }
+
+    fn bind_wild(&mut self, pattern: &str, value: T) -> Result<bool, TopicError> {
+        // Ids and slots are u32: refuse a pattern that could need more than are left.
+        let room = u32::MAX as usize - MAX_TOPIC_WORDS;
+        if self.next_id as usize > room || self.wild.len() > room {
+            return Err(TopicError::TableFull);
+        }
+        let mut at = At::Wild(0);
+        let mut seen_hash = false;
+        for seg in segments(pattern) {
+            if let Some(child) = self.child(at, seg) {
+                at = child;
+                seen_hash |= seg == Seg::Hash;
+                continue;
+            }
+            let id = self.free_ids.pop().unwrap_or_else(|| {
+                self.next_id += 1;
+                self.next_id - 1
+            });
+            let node = Node::new(id, seen_hash && seg == Seg::Hash);
+            let child = match seg {
+                Seg::Word(w) => {
+                    let parent = self.node(at).map_or(0, |n| n.id);
+                    let word = Word::new(w.as_bytes());
+                    self.literal.insert(EdgeKey { parent, word }, node);
+                    At::Literal(parent, w.as_bytes())
+                }
+                Seg::Star | Seg::Hash => match self.free_slots.pop() {
+                    Some(slot) => {
+                        if let Some(free) = self.wild.get_mut(slot as usize) {
+                            *free = node;
+                        }
+                        At::Wild(slot)
+                    }
+                    None => {
+                        self.wild.push(node);
+                        At::Wild(self.wild.len() as u32 - 1)
+                    }
+                },
+            };
+            if let Some(parent) = self.node_mut(at) {
+                match (seg, child) {
+                    (Seg::Star, At::Wild(slot)) => parent.star = slot,
+                    (Seg::Hash, At::Wild(slot)) => parent.hash = slot,
+                    _ => parent.literals += 1,
+                }
+            }
+            at = child;
+            seen_hash |= seg == Seg::Hash;
+        }
+        Ok(self
+            .node_mut(at)
+            .is_some_and(|node| node.values.insert(value)))
     }
 
     /// Removes the binding of `value` with `pattern`; false if there was none.
@@ -251,25 +542,81 @@ impl<T: Clone + Eq + Hash> TopicTable<T> {
         if check_topic(pattern).is_err() {
             return false;
         }
-        let mut pruned = 0;
-        let removed = unbind_at(&mut self.root, &mut segments(pattern), value, &mut pruned);
-        self.nodes -= pruned;
+        let removed = if segments(pattern).all(|s| matches!(s, Seg::Word(_))) {
+            let Some(values) = self.exact.get_mut(pattern.as_bytes()) else {
+                return false;
+            };
+            let removed = values.remove(value);
+            if values.is_empty() {
+                self.exact.remove(pattern.as_bytes());
+            }
+            removed
+        } else {
+            self.unbind_wild(pattern, value)
+        };
         if removed {
             self.len -= 1;
+            if self.len == 0 {
+                // Give back what the table's largest size took.
+                *self = Self::default();
+            }
         }
         removed
+    }
+
+    fn unbind_wild(&mut self, pattern: &str, value: &T) -> bool {
+        // Where each node on the pattern's path is, from the root.
+        let mut path = vec![At::Wild(0)];
+        let mut at = At::Wild(0);
+        for seg in segments(pattern) {
+            let Some(child) = self.child(at, seg) else {
+                return false;
+            };
+            path.push(child);
+            at = child;
+        }
+        if !self
+            .node_mut(at)
+            .is_some_and(|node| node.values.remove(value))
+        {
+            return false;
+        }
+        while let (Some(at), Some(&parent)) = (path.pop(), path.last()) {
+            let Some(node) = self.node(at) else {
+                break;
+            };
+            if !node.is_empty() {
+                break;
+            }
+            self.free_ids.push(node.id);
+            match at {
+                At::Literal(p, word) => {
+                    self.literal.remove(&(p, word) as &dyn Edge);
+                }
+                At::Wild(slot) => self.free_slots.push(slot),
+            }
+            if let Some(p) = self.node_mut(parent) {
+                match at {
+                    At::Literal(..) => p.literals -= 1,
+                    At::Wild(slot) if p.star == slot => p.star = 0,
+                    At::Wild(_) => p.hash = 0,
+                }
+            }
+        }
+        true
     }
 
     /// Appends to `out` every value bound with a pattern matching `key`, each once however
     /// many of its patterns match (values already in `out` are not looked at). A key over the
     /// limits matches nothing.
     ///
-    /// The walk goes through states (trie node, word position). Each is handled at most once
-    /// (a `#` node with another `#` above it remembers its positions; every other state has
-    /// only one way in) for a constant number of map lookups, so the work is
-    /// O((key words + 1) × trie nodes reached), at most 129 × the nodes, whatever the patterns:
-    /// `#.#.#.#` costs no more than its length. Nothing is allocated unless a value is reached
-    /// by two patterns with more than a few values, or some pattern has two `#`.
+    /// Patterns without wildcards cost one lookup of the whole key. The trie walk goes through
+    /// states (trie node, word position). Each is handled at most once (a `#` node with
+    /// another `#` above it remembers its positions; every other state has only one way in)
+    /// for one hash lookup, so the work is O((key words + 1) × trie nodes reached), at most
+    /// 129 × the nodes, whatever the patterns: `#.#.#.#` costs no more than its length.
+    /// Nothing is allocated unless a value is reached by two patterns with more than a few
+    /// values, or some pattern has two `#`.
     pub fn matches(&self, key: &str, out: &mut Vec<T>) {
         if self.len == 0 || check_topic(key).is_err() {
             return;
@@ -277,15 +624,31 @@ impl<T: Clone + Eq + Hash> TopicTable<T> {
         let end = key.len() + 1;
         let start = out.len();
         let mut walk = Walk {
+            table: self,
             key,
             end,
             out,
             start,
             emitted: 0,
             seen: None,
-            memo: HashSet::new(),
+            memo: IdSet::default(),
         };
-        walk.visit(&self.root, if key.is_empty() { end } else { 0 });
+        if let Some(values) = self.exact.get(key.as_bytes()) {
+            walk.emit(values);
+        }
+        if let Some(root) = self.wild.first()
+            && !root.is_leaf()
+        {
+            walk.visit(root, if key.is_empty() { end } else { 0 });
+        }
+    }
+
+    /// The `*` or `#` child in `slot`, if there is one.
+    fn wild_child(&self, slot: u32) -> Option<&Node<T>> {
+        if slot == 0 {
+            return None;
+        }
+        self.wild.get(slot as usize)
     }
 
     /// Number of bindings.
@@ -298,57 +661,17 @@ impl<T: Clone + Eq + Hash> TopicTable<T> {
         self.len == 0
     }
 
-    /// Number of trie nodes besides the root: 0 whenever the table is empty.
+    /// Number of stored nodes: one per distinct wildcard-free pattern, plus the trie's nodes
+    /// besides its root. 0 whenever the table is empty.
     pub fn node_count(&self) -> usize {
-        self.nodes
-    }
-}
-
-/// Removes `value` at the end of `segs` below `node`, then prunes the child it went through if
-/// that left it empty. Recursion depth is bounded by [`MAX_TOPIC_WORDS`].
-fn unbind_at<'a, T: Eq + Hash, I: Iterator<Item = Seg<'a>>>(
-    node: &mut Node<T>,
-    segs: &mut I,
-    value: &T,
-    pruned: &mut usize,
-) -> bool {
-    let Some(seg) = segs.next() else {
-        return node.values.remove(value);
-    };
-    match seg {
-        Seg::Word(w) => {
-            let Some(child) = node.words.get_mut(w) else {
-                return false;
-            };
-            let removed = unbind_at(child, segs, value, pruned);
-            if child.is_empty() {
-                node.words.remove(w);
-                *pruned += 1;
-            }
-            removed
-        }
-        Seg::Star | Seg::Hash => {
-            let slot = if seg == Seg::Star {
-                &mut node.star
-            } else {
-                &mut node.hash
-            };
-            let Some(child) = slot.as_deref_mut() else {
-                return false;
-            };
-            let removed = unbind_at(child, segs, value, pruned);
-            if child.is_empty() {
-                *slot = None;
-                *pruned += 1;
-            }
-            removed
-        }
+        self.exact.len() + self.literal.len() + self.wild.len() - 1 - self.free_slots.len()
     }
 }
 
 /// One matching walk. Positions are byte offsets of a word's start in the key, and `end`
 /// (past the last word) once all words are taken, so the key is never split up front.
-struct Walk<'k, 'o, T> {
+struct Walk<'t, 'k, 'o, T> {
+    table: &'t TopicTable<T>,
     key: &'k str,
     end: usize,
     out: &'o mut Vec<T>,
@@ -358,14 +681,14 @@ struct Walk<'k, 'o, T> {
     emitted: usize,
     /// This walk's results, once too many for a linear duplicate check.
     seen: Option<HashSet<T>>,
-    /// (revisitable `#` node address, position) states already handled.
-    memo: HashSet<(usize, usize)>,
+    /// (revisitable `#` node id, position) states already handled.
+    memo: IdSet<(u32, usize)>,
 }
 
 /// Results up to which duplicates are found by scanning rather than hashing.
 const LINEAR_DEDUPE: usize = 16;
 
-impl<T: Clone + Eq + Hash> Walk<'_, '_, T> {
+impl<'t, T: Clone + Eq + Hash> Walk<'t, '_, '_, T> {
     /// The word at `pos` and the position after it.
     fn word_at(&self, pos: usize) -> (&str, usize) {
         let rest = self.key.get(pos..).unwrap_or("");
@@ -376,29 +699,32 @@ impl<T: Clone + Eq + Hash> Walk<'_, '_, T> {
     }
 
     /// `node` has matched the words before `pos`.
-    fn visit(&mut self, node: &Node<T>, pos: usize) {
+    fn visit(&mut self, node: &'t Node<T>, pos: usize) {
+        let table = self.table;
         if pos >= self.end {
             self.emit(&node.values);
-            if let Some(hash) = node.hash.as_deref() {
+            if let Some(hash) = table.wild_child(node.hash) {
                 self.visit_hash(hash, pos);
             }
             return;
         }
         let (word, next) = self.word_at(pos);
-        if let Some(child) = node.words.get(word) {
+        if node.literals != 0
+            && let Some(child) = table.literal.get(&(node.id, word.as_bytes()) as &dyn Edge)
+        {
             self.visit(child, next);
         }
-        if let Some(star) = node.star.as_deref() {
+        if let Some(star) = table.wild_child(node.star) {
             self.visit(star, next);
         }
-        if let Some(hash) = node.hash.as_deref() {
+        if let Some(hash) = table.wild_child(node.hash) {
             self.visit_hash(hash, pos);
         }
     }
 
     /// `#` node `hash` entered at `pos`: it takes zero or more words, so it stands at every
     /// position from `pos` to the end.
-    fn visit_hash(&mut self, hash: &Node<T>, mut pos: usize) {
+    fn visit_hash(&mut self, hash: &'t Node<T>, mut pos: usize) {
         if hash.is_leaf() {
             // A trailing `#` takes whatever is left.
             pos = self.end;
@@ -406,7 +732,7 @@ impl<T: Clone + Eq + Hash> Walk<'_, '_, T> {
         loop {
             // Positions are walked in order to the end, so a position already handled means
             // all later ones were too.
-            if hash.revisitable && !self.memo.insert((std::ptr::from_ref(hash).addr(), pos)) {
+            if hash.revisitable && !self.memo.insert((hash.id, pos)) {
                 return;
             }
             self.visit(hash, pos);
@@ -417,7 +743,7 @@ impl<T: Clone + Eq + Hash> Walk<'_, '_, T> {
         }
     }
 
-    fn emit(&mut self, values: &HashSet<T>) {
+    fn emit(&mut self, values: &Values<T>) {
         if values.is_empty() {
             return;
         }
@@ -430,7 +756,7 @@ impl<T: Clone + Eq + Hash> Walk<'_, '_, T> {
         if self.seen.is_none() {
             let so_far = self.out.get(self.start..).unwrap_or_default();
             if so_far.len() + values.len() <= LINEAR_DEDUPE {
-                for v in values {
+                for v in values.iter() {
                     let dup = self
                         .out
                         .get(self.start..)
@@ -444,7 +770,7 @@ impl<T: Clone + Eq + Hash> Walk<'_, '_, T> {
             self.seen = Some(so_far.iter().cloned().collect());
         }
         if let Some(seen) = &mut self.seen {
-            for v in values {
+            for v in values.iter() {
                 if seen.insert(v.clone()) {
                     self.out.push(v.clone());
                 }
@@ -463,7 +789,7 @@ impl<T: Clone + Eq + Hash> Walk<'_, '_, T> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use std::collections::BTreeSet;
+    use std::collections::{BTreeSet, HashMap};
     use std::time::Instant;
 
     fn matched<T: Clone + Eq + Hash + Ord>(t: &TopicTable<T>, key: &str) -> Vec<T> {
@@ -607,21 +933,41 @@ mod tests {
     #[test]
     fn unbind_prunes_empty_nodes() {
         let mut t = TopicTable::new();
-        t.bind("a.b.c", 1).unwrap();
+        t.bind("a.*.c", 1).unwrap();
         assert_eq!(t.node_count(), 3);
+        t.bind("a.*", 1).unwrap();
+        assert_eq!(t.node_count(), 3);
+        t.bind("a.#", 2).unwrap();
         t.bind("a.b", 1).unwrap();
-        t.bind("a.*.#", 1).unwrap();
         assert_eq!(t.node_count(), 5);
-        assert!(t.unbind("a.b.c", &1));
+        assert!(t.unbind("a.*.c", &1));
         assert_eq!(t.node_count(), 4);
-        assert!(t.unbind("a.*.#", &1));
-        assert_eq!(t.node_count(), 2);
+        assert!(t.unbind("a.*", &1));
+        assert_eq!(t.node_count(), 3);
+        assert!(t.unbind("a.#", &2));
+        assert_eq!(t.node_count(), 1);
+        // Failed unbinds along paths that do not exist create nothing.
+        assert!(!t.unbind("x.*", &1));
+        assert!(!t.unbind("a.b", &2));
+        assert_eq!(t.node_count(), 1);
         assert!(t.unbind("a.b", &1));
         assert_eq!(t.node_count(), 0);
         assert!(t.is_empty());
-        // A failed unbind on a path that does not exist creates nothing.
-        assert!(!t.unbind("x.y", &1));
-        assert_eq!(t.node_count(), 0);
+
+        // Freed ids are reused without confusing old and new children.
+        for round in 0..3 {
+            t.bind("x.*.y", round).unwrap();
+            t.bind("x.#", round).unwrap();
+            assert_eq!(matched(&t, "x.q.y"), vec![round]);
+            t.unbind("x.*.y", &round);
+            assert_eq!(matched(&t, "x.q.y"), vec![round]);
+            t.bind("z.*", round).unwrap();
+            t.unbind("x.#", &round);
+            assert_eq!(matched(&t, "x.q.y"), Vec::<i32>::new());
+            assert_eq!(matched(&t, "z.q"), vec![round]);
+            t.unbind("z.*", &round);
+            assert_eq!(t.node_count(), 0);
+        }
     }
 
     #[test]
@@ -682,7 +1028,11 @@ mod tests {
         // Dots alone count: 128 dots are 129 empty words.
         assert!(t.bind(&".".repeat(MAX_TOPIC_WORDS), 1).is_err());
         assert!(t.bind(&".".repeat(MAX_TOPIC_WORDS - 1), 1).unwrap());
-        assert_eq!(t.node_count(), MAX_TOPIC_WORDS);
+        assert!(
+            t.bind(&format!("#{}", ".".repeat(MAX_TOPIC_WORDS - 1)), 1)
+                .unwrap()
+        );
+        assert_eq!(t.node_count(), 1 + MAX_TOPIC_WORDS);
         assert!(t.bind(&ok_len, 1).unwrap());
         assert!(t.bind(&ok_words, 1).unwrap());
         assert!(t.bind("#", 2).unwrap());
@@ -751,57 +1101,77 @@ mod tests {
         println!("pathological matches took {:?}", started.elapsed());
     }
 
-    /// Prints ns per match over 10,000 patterns, half with wildcards, each key matching one.
+    /// Prints ns per match over 10,000 patterns, half with wildcards, each key matching one,
+    /// beside a plain map lookup of the same keys (what a direct exchange does).
     #[test]
     fn timing_10k_patterns() {
         const N: usize = 10_000;
         let mut t = TopicTable::new();
-        let mut keys = Vec::new();
-        for i in 0..N / 2 {
-            t.bind(&format!("p{i}.x.y"), i as u32).unwrap();
-            keys.push(format!("p{i}.x.y"));
-        }
-        for i in N / 2..N * 3 / 4 {
-            t.bind(&format!("q{i}.*.z"), i as u32).unwrap();
-            keys.push(format!("q{i}.w{i}.z"));
-        }
-        for i in N * 3 / 4..N {
-            t.bind(&format!("r{i}.#"), i as u32).unwrap();
-            keys.push(format!("r{i}.a.b"));
+        // Half literal, a quarter with `*`, a quarter with `#`.
+        let kinds: [(&str, Vec<String>); 3] = [
+            ("literal", (0..N / 2).map(|i| format!("p{i}.x.y")).collect()),
+            (
+                "`*`",
+                (N / 2..N * 3 / 4).map(|i| format!("q{i}.w{i}.z")).collect(),
+            ),
+            ("`#`", (N * 3 / 4..N).map(|i| format!("r{i}.a.b")).collect()),
+        ];
+        for i in 0..N {
+            let pattern = match i {
+                i if i < N / 2 => format!("p{i}.x.y"),
+                i if i < N * 3 / 4 => format!("q{i}.*.z"),
+                i => format!("r{i}.#"),
+            };
+            t.bind(&pattern, i as u32).unwrap();
         }
         assert_eq!(t.len(), N);
+        let keys: Vec<&str> = kinds
+            .iter()
+            .flat_map(|(_, k)| k)
+            .map(String::as_str)
+            .collect();
         for (i, k) in keys.iter().enumerate() {
             assert_eq!(matched(&t, k), vec![i as u32], "{k}");
         }
-        // Interleave the three kinds so the branch mix is realistic.
-        let order: Vec<&str> = (0..N).map(|i| keys[(i * 7919) % N].as_str()).collect();
-        let direct: HashMap<String, u32> = keys.iter().cloned().zip(0u32..).collect();
-        let rounds = if cfg!(debug_assertions) { 5 } else { 100 };
+        let direct: HashMap<&str, u32> = keys.iter().copied().zip(0u32..).collect();
+        let matches = if cfg!(debug_assertions) {
+            50_000
+        } else {
+            2_000_000
+        };
 
+        // Visits `keys` in a scattered order, as a mix of publishers would.
+        let time = |keys: &[&str], f: &mut dyn FnMut(&str) -> usize| {
+            let n = keys.len();
+            let started = Instant::now();
+            let mut hits = 0;
+            for i in 0..matches {
+                hits += f(keys[(i * 7919) % n]);
+            }
+            assert_eq!(hits, matches);
+            started.elapsed().as_nanos() as f64 / matches as f64
+        };
         let mut out = Vec::with_capacity(4);
-        let mut hits = 0usize;
-        let started = Instant::now();
-        for _ in 0..rounds {
-            for k in &order {
-                out.clear();
-                t.matches(std::hint::black_box(k), &mut out);
-                hits += out.len();
-            }
-        }
-        let topic_ns = started.elapsed().as_nanos() as f64 / (rounds * N) as f64;
-        assert_eq!(hits, rounds * N);
-
-        let started = Instant::now();
-        for _ in 0..rounds {
-            for k in &order {
-                hits += usize::from(direct.contains_key(std::hint::black_box(*k)));
-            }
-        }
-        assert_eq!(hits, 2 * rounds * N);
-        let direct_ns = started.elapsed().as_nanos() as f64 / (rounds * N) as f64;
+        let mut topic = |k: &str| {
+            out.clear();
+            t.matches(std::hint::black_box(k), &mut out);
+            out.len()
+        };
+        let mixed = time(&keys, &mut topic);
+        let per_kind: Vec<String> = kinds
+            .iter()
+            .map(|(name, k)| {
+                let k: Vec<&str> = k.iter().map(String::as_str).collect();
+                format!("{name} {:.0}", time(&k, &mut topic))
+            })
+            .collect();
+        let plain = time(&keys, &mut |k| {
+            usize::from(direct.contains_key(std::hint::black_box(k)))
+        });
         println!(
-            "topic match over {N} patterns: {topic_ns:.0} ns/match; direct map lookup: \
-             {direct_ns:.0} ns/lookup ({} build)",
+            "topic match over {N} patterns: {mixed:.0} ns/match ({}), plain map lookup \
+             {plain:.0} ns ({} build)",
+            per_kind.join(", "),
             if cfg!(debug_assertions) {
                 "debug"
             } else {
