@@ -206,6 +206,8 @@ struct Consumer {
     /// The link sends pre-settled (at-most-once).
     presettled: bool,
     max_message_size: Option<u64>,
+    /// Only messages this selects go to this consumer (a selector filter on its source).
+    selector: Option<Arc<crate::broker::selector::Selector>>,
 }
 
 /// How far past the head of a queue dispatch looks for a message a consumer may take, so a
@@ -219,6 +221,10 @@ impl Consumer {
             && self
                 .max_message_size
                 .is_none_or(|m| entry.len() as u64 <= m)
+            && self
+                .selector
+                .as_ref()
+                .is_none_or(|s| s.matches_message(&entry.message))
     }
 }
 
@@ -729,13 +735,15 @@ impl Queue {
         Self::mark_idle(&mut s, now);
     }
 
-    /// Registers a consumer link with no credit yet.
+    /// Registers a consumer link with no credit yet. With a `selector`, it is offered only
+    /// the messages it selects (filtered at dispatch; the others wait for other consumers).
     pub fn add_consumer(
         &self,
         id: ConsumerId,
         tx: mpsc::Sender<Outbound>,
         presettled: bool,
         max_message_size: Option<u64>,
+        selector: Option<Arc<crate::broker::selector::Selector>>,
     ) {
         let mut s = self.lock();
         s.consumers.push(Consumer {
@@ -746,6 +754,7 @@ impl Queue {
             drain_round: 0,
             presettled,
             max_message_size,
+            selector: selector.filter(|s| !s.selects_all()),
         });
         s.idle_since = None;
     }

@@ -15,6 +15,7 @@ use ferry_codec::performatives::Attach;
 use ferry_codec::types::{Str, Value};
 use tokio::sync::mpsc;
 
+use crate::broker::selector::{self, Selector};
 use crate::broker::{Broker, ConsumerId, Delivery, Lifetime, Outbound, Queue, Settlement};
 use crate::proto::{AttachReply, Connection, ConnectionConfig, Event, IncomingDelivery, LinkId};
 use crate::store::Op;
@@ -274,6 +275,13 @@ impl Links {
                         "a receiver needs a source".into(),
                     );
                 };
+                // A selector that does not parse refuses the link before any node is made.
+                let selector = match selector_filter(source.filter.as_ref()) {
+                    Ok(s) => s,
+                    Err(why) => {
+                        return Self::refuse(engine, link, ErrorCondition::InvalidField, why);
+                    }
+                };
                 let (queue, creator, mut echo) = if source.dynamic {
                     match self
                         .broker
@@ -300,8 +308,12 @@ impl Links {
                         Err(e) => return Self::refuse(engine, link, e.condition(), e.to_string()),
                     }
                 };
-                // No filters are applied yet: the reply leaves them out (§3.5.3 filter echo).
-                echo.filter = None;
+                // §3.5.3: the reply carries the filters applied, and leaves out the others.
+                echo.filter = selector.as_ref().map(|(key, value, _)| {
+                    let mut applied = ferry_codec::definitions::Fields::new();
+                    applied.push(key.clone(), value.clone());
+                    applied
+                });
                 let reply = AttachReply {
                     source: Some(echo),
                     target: attach.target.clone(),
@@ -315,6 +327,7 @@ impl Links {
                         self.tx.clone(),
                         presettled,
                         attach.max_message_size.filter(|m| *m > 0),
+                        selector.map(|(_, _, s)| s),
                     );
                     self.consumers.insert(
                         link,
@@ -714,6 +727,37 @@ fn settlement(state: Option<&DeliveryState>) -> Settlement {
         },
         Some(_) => Settlement::Released,
     }
+}
+
+/// The selector filter among a source's filters (under its symbolic name or its numeric
+/// descriptor, whatever the map key), parsed: `(key, filter, selector)`; `Err` with why if it
+/// does not parse. Other filters are not applied (and so not echoed).
+fn selector_filter(
+    filters: Option<&ferry_codec::definitions::Fields>,
+) -> Result<Option<(ferry_codec::types::Symbol, Value, Arc<Selector>)>, String> {
+    let Some(filters) = filters else {
+        return Ok(None);
+    };
+    for (key, value) in &filters.0 {
+        let Value::Described(d) = value else {
+            continue;
+        };
+        let is_selector = match &d.descriptor {
+            Value::Symbol(s) => s.as_str() == selector::FILTER_NAME,
+            Value::Ulong(code) => *code == selector::FILTER_CODE,
+            _ => false,
+        };
+        if !is_selector {
+            continue;
+        }
+        let Value::String(text) = &d.value else {
+            return Err("the selector filter's value must be a string".into());
+        };
+        let parsed =
+            Selector::parse(text.as_str()).map_err(|e| format!("invalid selector: {e}"))?;
+        return Ok(Some((key.clone(), value.clone(), Arc::new(parsed))));
+    }
+    Ok(None)
 }
 
 /// The lifetime policy asked for in dynamic-node-properties; delete-on-close by default.

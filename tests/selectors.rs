@@ -1,0 +1,175 @@
+//! Selector filters on queue consumers over loopback: only selected messages reach a
+//! consumer, the rest wait for others; both descriptors are accepted and echoed; a selector
+//! that does not parse refuses the link with `amqp:invalid-field` and creates nothing.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use ferry::broker::BrokerConfig;
+use ferry::broker::selector::{FILTER_CODE, FILTER_NAME};
+use ferry::proto::{Event, LinkId, LinkSpec};
+use ferry_codec::definitions::{ErrorCondition, Fields, Role};
+use ferry_codec::messaging::{
+    ApplicationProperties, Data, Header, Message, Section, Source, Target, TargetKind,
+};
+use ferry_codec::types::{Described, Map, Str, Symbol, Value};
+
+fn message(tag: &str, color: &str, size: i64) -> Message {
+    let mut props = Map::new();
+    props.push(
+        Value::String(Str::from("color")),
+        Value::String(Str::from(color)),
+    );
+    props.push(Value::String(Str::from("size")), Value::Long(size));
+    Message::from_sections(&[
+        Section::Header(Header::default()),
+        Section::ApplicationProperties(ApplicationProperties(props)),
+        Section::Data(Data(Bytes::copy_from_slice(tag.as_bytes()))),
+    ])
+    .unwrap()
+}
+
+fn selector_source(address: &str, selector: &str, numeric: bool) -> Source {
+    let descriptor = if numeric {
+        Value::Ulong(FILTER_CODE)
+    } else {
+        Value::Symbol(Symbol::from_static(FILTER_NAME))
+    };
+    let mut filter = Fields::new();
+    filter.push(
+        Symbol::from_static("jms-selector"),
+        Value::Described(Box::new(Described {
+            descriptor,
+            value: Value::String(Str::from(selector)),
+        })),
+    );
+    Source {
+        address: Some(Str::from(address)),
+        filter: Some(filter),
+        ..Default::default()
+    }
+}
+
+/// Attaches a receiver with `source` and returns the link and the broker's attach reply.
+async fn attach(c: &mut TestClient, name: &str, source: Source) -> (LinkId, Event) {
+    let spec = LinkSpec {
+        name: Str::from(name.to_string()),
+        role: Role::Receiver,
+        source: Some(source),
+        target: Some(TargetKind::Target(Target::default())),
+        ..Default::default()
+    };
+    let link = c.engine.attach(c.session.unwrap(), spec).unwrap();
+    let reply = c
+        .wait_for(|e| matches!(e, Event::Attached { link: l, .. } if *l == link))
+        .await;
+    (link, reply)
+}
+
+async fn receive(c: &mut TestClient, link: LinkId, wait: Duration) -> Vec<String> {
+    c.settle_for(wait).await;
+    c.deliveries()
+        .into_iter()
+        .filter(|d| d.link == link)
+        .map(|d| body_of(&d.message))
+        .collect()
+}
+
+#[tokio::test]
+async fn each_consumer_gets_only_what_its_selector_selects() {
+    let server = start_broker(BrokerConfig::default()).await;
+    let mut p = TestClient::connect(server.addresses[0]).await;
+    let tx = p.sender(Some("paint")).await;
+    let sent = [
+        ("m0", "red", 20),
+        ("m1", "blue", 20),
+        ("m2", "red", 5),
+        ("m3", "red", 11),
+        ("m4", "green", 99),
+    ];
+    p.send_many(tx, sent.len(), |i| message(sent[i].0, sent[i].1, sent[i].2))
+        .await;
+    p.settle_for(Duration::from_millis(100)).await;
+
+    let mut c = TestClient::connect(server.addresses[0]).await;
+    let (red, reply) = attach(
+        &mut c,
+        "red",
+        selector_source("paint", "color = 'red' AND size > 10", false),
+    )
+    .await;
+    // The applied filter is echoed.
+    let Event::Attached { attach: a, .. } = reply else {
+        unreachable!()
+    };
+    let echoed = a.source.unwrap().filter.unwrap();
+    assert!(echoed.get("jms-selector").is_some(), "{echoed:?}");
+    c.engine.grant_credit(red, 10, false).unwrap();
+    assert_eq!(
+        receive(&mut c, red, Duration::from_millis(300)).await,
+        ["m0", "m3"]
+    );
+
+    // The numeric descriptor works the same; what nobody selects stays queued.
+    let (blue, _) = attach(
+        &mut c,
+        "blue",
+        selector_source("paint", "color IN ('blue')", true),
+    )
+    .await;
+    c.engine.grant_credit(blue, 10, false).unwrap();
+    assert_eq!(
+        receive(&mut c, blue, Duration::from_millis(300)).await,
+        ["m1"]
+    );
+    assert_eq!(server.broker.get("paint").unwrap().stats().ready, 2);
+
+    // An unfiltered consumer gets the rest, in order.
+    let all = c
+        .receiver(Source {
+            address: Some(Str::from("paint")),
+            ..Default::default()
+        })
+        .await;
+    c.engine.grant_credit(all, 10, false).unwrap();
+    assert_eq!(
+        receive(&mut c, all, Duration::from_millis(300)).await,
+        ["m2", "m4"]
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_selector_that_does_not_parse_refuses_the_link_with_invalid_field() {
+    let server = start_broker(BrokerConfig::default()).await;
+    let mut c = TestClient::connect(server.addresses[0]).await;
+    let (link, reply) = attach(
+        &mut c,
+        "bad",
+        selector_source("never-made", "color = = 'red'", false),
+    )
+    .await;
+    let Event::Attached { attach: a, .. } = reply else {
+        unreachable!()
+    };
+    assert!(a.source.is_none(), "a refused link's source is null");
+    let detached = c
+        .wait_for(|e| matches!(e, Event::Detached { link: l, .. } if *l == link))
+        .await;
+    let Event::Detached { error, .. } = detached else {
+        unreachable!()
+    };
+    assert_eq!(error.unwrap().condition, ErrorCondition::InvalidField);
+    assert!(server.broker.get("never-made").is_none());
+    server.stop().await;
+}
