@@ -4,6 +4,7 @@
 //   {"event":"stopped","count":N} on SIGTERM (after closing the connection).
 //
 // usage: node rhea_consumer.js PORT ADDRESS [--credit N] [--hold] [--timeout S]
+//        [--selector EXPR]   a JMS selector filter (rhea's filter.selector: numeric descriptor)
 
 const u = require('../lib/rhea_util.js');
 
@@ -16,9 +17,12 @@ u.deadline(Number(args.timeout || 120), () => count + ' received');
 const container = u.rhea.create_container({id: 'rhea-consumer-' + process.pid});
 u.failOnErrors(container);
 const connection = u.connect(container, {port: args.port});
-connection.open_receiver({source: {address: args.address}, credit_window: credit, autoaccept: false});
+const source = {address: args.address};
+if (args.selector) source.filter = u.rhea.filter.selector(args.selector);
+connection.open_receiver({source: source, credit_window: credit, autoaccept: false});
 
-container.on('receiver_open', (ctx) => u.emit({event: 'ready', address: ctx.receiver.source.address}));
+container.on('receiver_open', (ctx) => u.emit({event: 'ready', address: ctx.receiver.source.address,
+    filter: Boolean(ctx.receiver.remote.attach.source && ctx.receiver.remote.attach.source.filter)}));
 container.on('message', (ctx) => {
     count++;
     const m = ctx.message;

@@ -233,8 +233,9 @@ def send_messages(url, address, messages, timeout=60, presettled=False, **connec
 
 
 class _Receive(Run):
-    def __init__(self, url, address, count, timeout, linger, connect_kw):
+    def __init__(self, url, address, count, timeout, linger, connect_kw, options=None):
         super().__init__(timeout=timeout, prefetch=min(max(count, 1), 500))
+        self.options = options
         self.connect_kw = connect_kw
         self.url = url
         self.address = address
@@ -247,7 +248,8 @@ class _Receive(Run):
         return "%d of %d received" % (len(self.messages), self.count)
 
     def setup(self):
-        self.container.create_receiver(self.connect(self.url, **self.connect_kw), self.address)
+        self.container.create_receiver(self.connect(self.url, **self.connect_kw), self.address,
+                                       options=self.options)
 
     def on_message(self, event):
         self.messages.append(event.message)
@@ -257,7 +259,8 @@ class _Receive(Run):
             self.after(self.linger, self.finish)
 
 
-def receive_messages(url, address, count, timeout=60, linger=0.2, **connect_kw):
+def receive_messages(url, address, count, timeout=60, linger=0.2, options=None, **connect_kw):
     """Receives (and accepts) at least `count` messages; returns every message that arrived
-    before the link closed, `linger` seconds after the count-th."""
-    return run(_Receive(url, address, count, timeout, linger, connect_kw)).messages
+    before the link closed, `linger` seconds after the count-th. `options`: link options
+    such as a `proton.reactor.Selector`."""
+    return run(_Receive(url, address, count, timeout, linger, connect_kw, options)).messages
