@@ -38,6 +38,12 @@ pub struct Config {
     pub connection: ConnectionLimits,
     /// `[store]`: the write-ahead log of durable queues.
     pub store: StoreSection,
+    /// `[[exchanges]]`: exchanges that exist from start-up.
+    pub exchanges: Vec<ExchangeDecl>,
+    /// `[[bindings]]`: bindings of declared queues to declared exchanges.
+    pub bindings: Vec<BindingDecl>,
+    /// `[[address_rules]]`: which names mean which kind of node, before the built-in ones.
+    pub address_rules: Vec<AddressRule>,
     /// `[[listeners]]`: where to accept connections.
     pub listeners: Vec<Listener>,
     /// `[[users]]`: the accounts SASL PLAIN checks.
@@ -51,6 +57,9 @@ impl Default for Config {
             queues: QueuesConfig::default(),
             connection: ConnectionLimits::default(),
             store: StoreSection::default(),
+            exchanges: Vec::new(),
+            bindings: Vec::new(),
+            address_rules: Vec::new(),
             listeners: vec![Listener::default()],
             users: Vec::new(),
         }
@@ -135,6 +144,53 @@ impl Default for QueuesConfig {
             page_above: 64 * MIB,
         }
     }
+}
+
+/// One `[[exchanges]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExchangeDecl {
+    /// Its name.
+    pub name: String,
+    /// `fanout`, `direct`, `topic` or `headers`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// What a publisher hears when no queue takes a message: `release` (default) or `accept`.
+    #[serde(default = "release")]
+    pub unroutable: String,
+}
+
+fn release() -> String {
+    "release".into()
+}
+
+/// One `[[bindings]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BindingDecl {
+    /// A declared exchange.
+    pub exchange: String,
+    /// A declared queue.
+    pub queue: String,
+    /// The key (a pattern for a topic exchange; ignored by fanout).
+    #[serde(default)]
+    pub key: String,
+}
+
+/// One `[[address_rules]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddressRule {
+    /// A literal prefix, or a pattern of dot-separated words with `*` and `#`.
+    pub pattern: String,
+    /// `queue`, or an exchange type.
+    pub kind: String,
+    /// Whether attaching may create the node (default true).
+    #[serde(default = "yes")]
+    pub create: bool,
+    /// For exchanges: `release` (default) or `accept`.
+    #[serde(default = "release")]
+    pub unroutable: String,
 }
 
 /// `[store]`.
@@ -488,6 +544,33 @@ impl Config {
 
     /// The checks a value-by-value parse cannot make: frame sizes, uniqueness, hashes, and
     /// listeners that nobody could log in to.
+    /// The address rules: the configured ones, then the built-in OpenStack set.
+    pub fn rules(&self) -> Result<crate::broker::address::Rules, String> {
+        use crate::broker::address::{NodeKind, Rule, Unroutable, default_rules};
+        let mut rules = Vec::new();
+        for (i, r) in self.address_rules.iter().enumerate() {
+            let kind: NodeKind = r.kind.parse().map_err(|_| {
+                format!("[{i}]: kind {:?} is not queue or an exchange type", r.kind)
+            })?;
+            let unroutable = match r.unroutable.as_str() {
+                "accept" => Unroutable::Accept,
+                "release" => Unroutable::Release,
+                other => {
+                    return Err(format!(
+                        "[{i}]: unroutable {other:?} is not release or accept"
+                    ));
+                }
+            };
+            let rule = Rule::new(r.pattern.clone(), kind)
+                .map_err(|e| format!("[{i}]: {e}"))?
+                .with_create(r.create)
+                .with_unroutable(unroutable);
+            rules.push(rule);
+        }
+        rules.extend(default_rules().rules().iter().cloned());
+        crate::broker::address::Rules::new(rules).map_err(|e| e.to_string())
+    }
+
     pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
         self.check()
             .map_err(|(key, message)| ConfigError::invalid(origin, Some(key), None, &message))
@@ -535,6 +618,43 @@ impl Config {
             ));
         }
 
+        for (i, e) in self.exchanges.iter().enumerate() {
+            if e.name.is_empty() {
+                return Err((format!("exchanges[{i}].name"), "must not be empty".into()));
+            }
+            if e.kind
+                .parse::<crate::broker::address::ExchangeType>()
+                .is_err()
+            {
+                return Err((
+                    format!("exchanges[{i}].type"),
+                    format!("{:?} is not fanout, direct, topic or headers", e.kind),
+                ));
+            }
+            if !matches!(e.unroutable.as_str(), "release" | "accept") {
+                return Err((
+                    format!("exchanges[{i}].unroutable"),
+                    "must be \"release\" or \"accept\"".into(),
+                ));
+            }
+        }
+        for (i, b) in self.bindings.iter().enumerate() {
+            if !self.exchanges.iter().any(|e| e.name == b.exchange) {
+                return Err((
+                    format!("bindings[{i}].exchange"),
+                    format!("no [[exchanges]] entry named {:?}", b.exchange),
+                ));
+            }
+            if !self.queues.declare.iter().any(|q| q.name == b.queue) {
+                return Err((
+                    format!("bindings[{i}].queue"),
+                    format!("no [[queues.declare]] entry named {:?}", b.queue),
+                ));
+            }
+        }
+        if let Err(e) = self.rules() {
+            return Err(("address_rules".into(), e));
+        }
         let mut queue_names = HashSet::new();
         for (i, q) in self.queues.declare.iter().enumerate() {
             let key = format!("queues.declare[{i}].name");

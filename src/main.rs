@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 use ferry::auth::Users;
+use ferry::broker::address::{ExchangeSpec, Unroutable, default_rules};
 use ferry::broker::{BrokerConfig, DeclaredQueue, QueueLimits, QueuePolicy};
 use ferry::cli::{self, Cli, Command, WalCommand};
 use ferry::config::Config;
@@ -129,6 +130,26 @@ fn server_spec(config: &Config) -> ServerSpec {
                 })
                 .collect(),
             default_policy: policy(defaults),
+            exchanges: config
+                .exchanges
+                .iter()
+                .filter_map(|e| {
+                    let ty = e.kind.parse().ok()?;
+                    let unroutable = if e.unroutable == "accept" {
+                        Unroutable::Accept
+                    } else {
+                        Unroutable::Release
+                    };
+                    Some((e.name.clone(), ExchangeSpec { ty, unroutable }))
+                })
+                .collect(),
+            bindings: config
+                .bindings
+                .iter()
+                .map(|b| (b.exchange.clone(), b.queue.clone(), b.key.clone()))
+                .collect(),
+            // Validated with the config.
+            rules: config.rules().unwrap_or_else(|_| default_rules()),
             auto_create_durable: config.queues.auto_create_durable,
             page_above: usize::try_from(config.queues.page_above).unwrap_or(usize::MAX),
             link_credit: b.link_credit,

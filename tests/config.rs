@@ -608,3 +608,50 @@ fn binary_passwd_hashes_a_password_from_stdin() {
     assert!(!out.status.success());
     assert!(out.stdout.is_empty());
 }
+
+#[test]
+fn exchanges_bindings_and_address_rules_parse_and_refuse_what_does_not_fit() {
+    let c = parse(
+        r#"
+[[queues.declare]]
+name = "orders"
+message_ttl = "1h"
+max_delivery_count = 5
+dead_letter_queue = "orders.dead"
+
+[[exchanges]]
+name = "events"
+type = "topic"
+
+[[bindings]]
+exchange = "events"
+queue = "orders"
+key = "order.*"
+
+[[address_rules]]
+pattern = "alerts.#"
+kind = "fanout"
+unroutable = "accept"
+"#,
+    )
+    .unwrap();
+    assert_eq!(c.exchanges[0].kind, "topic");
+    assert_eq!(c.bindings[0].key, "order.*");
+    let rules = c.rules().unwrap();
+    assert!(rules.lookup("alerts.disk.full").is_some());
+    // The built-in OpenStack rules follow the configured ones.
+    assert!(rules.lookup("broadcast.nova.compute.all").is_some());
+    let l = c.queues.declare[0].limits(&c.queues.defaults);
+    assert_eq!(l.message_ttl, Duration::from_secs(3600));
+    assert_eq!(l.max_delivery_count, 5);
+    assert_eq!(l.dead_letter_queue, "orders.dead");
+
+    let e = parse_err("[[exchanges]]\nname = \"x\"\ntype = \"round-robin\"\n");
+    assert_eq!(e.key(), Some("exchanges[0].type"), "{e}");
+    let e = parse_err(
+        "[[exchanges]]\nname = \"x\"\ntype = \"fanout\"\n\n[[bindings]]\nexchange = \"y\"\nqueue = \"q\"\n",
+    );
+    assert_eq!(e.key(), Some("bindings[0].exchange"), "{e}");
+    let e = parse_err("[[address_rules]]\npattern = \"a*b\"\nkind = \"queue\"\n");
+    assert_eq!(e.key(), Some("address_rules"), "{e}");
+}

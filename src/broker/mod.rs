@@ -5,6 +5,7 @@
 //! message.
 
 pub mod address;
+pub mod exchange;
 mod memory;
 mod queue;
 pub mod selector;
@@ -24,6 +25,10 @@ pub use queue::{
 };
 
 use crate::store::{Journal, Op, Recovery};
+
+use address::{Direction, ExchangeSpec, ExchangeType, Plan, Rules};
+use exchange::Exchange;
+use ferry_codec::types::Symbol;
 
 /// Addresses of dynamic nodes start with this; attaching to a missing one never creates it.
 pub const DYNAMIC_PREFIX: &str = "$ferry.tmp.";
@@ -47,6 +52,12 @@ pub struct BrokerConfig {
     pub declared: Vec<DeclaredQueue>,
     /// Whether queues created by an attach are durable (when there is a store).
     pub auto_create_durable: bool,
+    /// Exchanges that exist from the start: (name, type and unroutable outcome).
+    pub exchanges: Vec<(String, ExchangeSpec)>,
+    /// Bindings that exist from the start: (exchange, queue, key).
+    pub bindings: Vec<(String, String, String)>,
+    /// Address rules: which names mean which kind of node (the OpenStack set by default).
+    pub rules: Rules,
     /// Bytes of a durable queue's stored messages kept in memory; the rest waits on disk.
     pub page_above: usize,
     /// Most credit granted to one producer link, in messages.
@@ -70,6 +81,9 @@ impl Default for BrokerConfig {
             default_policy: QueuePolicy::default(),
             declared: Vec::new(),
             auto_create_durable: true,
+            exchanges: Vec::new(),
+            bindings: Vec::new(),
+            rules: address::default_rules(),
             page_above: 64 << 20,
             link_credit: 256,
             link_credit_bytes: 1 << 20,
@@ -126,6 +140,30 @@ pub struct Broker {
     /// Makes dynamic addresses unguessable across restarts.
     instance: u64,
     journal: Option<Arc<dyn Journal>>,
+    exchanges: Mutex<HashMap<String, Arc<Exchange>>>,
+}
+
+/// What a link's address resolved to.
+#[derive(Debug, Clone)]
+pub enum LinkNode {
+    /// A queue.
+    Queue(Arc<Queue>),
+    /// An exchange, with the address's routing key (`None`: each message's `subject`).
+    Exchange(Arc<Exchange>, Option<String>),
+    /// A null target: each message is routed by its `to`.
+    Anonymous,
+}
+
+/// The most exchanges at once.
+pub const MAX_EXCHANGES: usize = 10_000;
+
+impl address::Nodes for Broker {
+    fn has_queue(&self, name: &str) -> bool {
+        self.registry().contains_key(name)
+    }
+    fn exchange(&self, name: &str) -> Option<ExchangeSpec> {
+        self.exchange_table().get(name).map(|e| e.spec())
+    }
 }
 
 impl Broker {
@@ -203,6 +241,19 @@ impl Broker {
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0)
             ^ u64::from(std::process::id()).rotate_left(32);
+        let mut exchanges = HashMap::new();
+        for (name, spec) in &cfg.exchanges {
+            exchanges.insert(name.clone(), Arc::new(Exchange::new(name.clone(), *spec)));
+        }
+        for (ex, queue, key) in &cfg.bindings {
+            let (Some(e), Some(q)) = (exchanges.get(ex), queues.get(queue)) else {
+                tracing::warn!(exchange = %ex, queue = %queue, "binding to an unknown exchange or queue ignored");
+                continue;
+            };
+            if let Err(e) = e.bind(Arc::clone(q), key, None) {
+                tracing::warn!(exchange = %ex, queue = %queue, error = %e, "binding refused");
+            }
+        }
         Arc::new(Self {
             cfg,
             memory,
@@ -211,7 +262,95 @@ impl Broker {
             next_dynamic: AtomicU64::new(1),
             instance,
             journal,
+            exchanges: Mutex::new(exchanges),
         })
+    }
+
+    fn exchange_table(&self) -> MutexGuard<'_, HashMap<String, Arc<Exchange>>> {
+        self.exchanges.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The exchange `name`, if any.
+    pub fn exchange(&self, name: &str) -> Option<Arc<Exchange>> {
+        self.exchange_table().get(name).cloned()
+    }
+
+    /// Resolves a link's address (§3.5.3 source/target) to a node, following the address
+    /// forms and rules of [`address`]: creating the queue or exchange when allowed.
+    pub fn resolve_link(
+        &self,
+        address: Option<&str>,
+        direction: Direction,
+        capabilities: &[Symbol],
+    ) -> Result<LinkNode, (ErrorCondition, String)> {
+        let parsed =
+            address::parse_terminus(address).map_err(|e| (e.condition(), e.to_string()))?;
+        let caps: Vec<&str> = capabilities.iter().map(|s| s.as_str()).collect();
+        let plan = address::plan(
+            parsed,
+            direction,
+            address::capability(&caps),
+            &self.cfg.rules,
+            self,
+        )
+        .map_err(|e| (e.condition(), e.to_string()))?;
+        match plan {
+            Plan::Anonymous => Ok(LinkNode::Anonymous),
+            Plan::Queue { name, create } => self
+                .resolve(&name, create)
+                .map(LinkNode::Queue)
+                .map_err(|e| (e.condition(), e.to_string())),
+            Plan::Exchange {
+                name,
+                spec,
+                key,
+                create,
+            } => {
+                let mut table = self.exchange_table();
+                let ex = match table.get(name.as_ref()) {
+                    Some(e) => Arc::clone(e),
+                    None if create && table.len() < MAX_EXCHANGES => {
+                        let e = Arc::new(Exchange::new(name.to_string(), spec));
+                        table.insert(name.to_string(), Arc::clone(&e));
+                        tracing::debug!(exchange = %name, kind = %spec.ty, "exchange created");
+                        e
+                    }
+                    None if create => {
+                        return Err((
+                            ErrorCondition::ResourceLimitExceeded,
+                            format!("exchange limit of {MAX_EXCHANGES} reached"),
+                        ));
+                    }
+                    None => {
+                        return Err((ErrorCondition::NotFound, format!("no exchange {name:?}")));
+                    }
+                };
+                Ok(LinkNode::Exchange(ex, key.map(|k| k.into_owned())))
+            }
+        }
+    }
+
+    /// A subscription: a new queue of its own, bound to `exchange` with `key` (the
+    /// address's key, else everything the exchange type allows) and `selector` (filtered at
+    /// routing), and deleted with the link that asked for it.
+    pub fn subscribe(
+        &self,
+        exchange: &Arc<Exchange>,
+        key: Option<&str>,
+        selector: Option<Arc<selector::Selector>>,
+    ) -> Result<Arc<Queue>, (ErrorCondition, String)> {
+        let q = self
+            .create_dynamic(Lifetime::DeleteOnClose)
+            .map_err(|e| (e.condition(), e.to_string()))?;
+        let key = key.unwrap_or(match exchange.spec().ty {
+            ExchangeType::Topic => "#",
+            _ => "",
+        });
+        if let Err(e) = exchange.bind(Arc::clone(&q), key, selector) {
+            self.delete(q.name());
+            return Err((ErrorCondition::InvalidField, e.to_string()));
+        }
+        Ok(q)
     }
 
     /// The store, if durable queues are kept.
@@ -310,6 +449,11 @@ impl Broker {
         let q = self.registry().remove(address);
         match q {
             Some(q) => {
+                let exchanges: Vec<Arc<Exchange>> =
+                    self.exchange_table().values().cloned().collect();
+                for e in exchanges {
+                    e.unbind_queue(&q);
+                }
                 q.delete();
                 if let Some(d) = q.durability() {
                     d.journal.submit(vec![Op::DeleteQueue { queue: d.id }]);

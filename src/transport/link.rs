@@ -9,22 +9,28 @@ use ferry_codec::definitions::SequenceNo;
 use ferry_codec::messaging::Message;
 
 use ferry_codec::definitions::{Error, ErrorCondition, Role, SenderSettleMode};
-use ferry_codec::delivery_state::{Accepted, DeliveryState, Rejected};
+use ferry_codec::delivery_state::{Accepted, DeliveryState, Rejected, Released};
 use ferry_codec::messaging::{LifetimePolicy, Target, TargetKind, node_properties};
 use ferry_codec::performatives::Attach;
 use ferry_codec::types::{Str, Value};
 use tokio::sync::mpsc;
 
+use crate::broker::address::{self, Direction, Parsed, Unroutable};
+use crate::broker::exchange::Exchange;
 use crate::broker::selector::{self, Selector};
-use crate::broker::{Broker, ConsumerId, Delivery, Lifetime, Outbound, Queue, Settlement};
+use crate::broker::{
+    Broker, ConsumerId, Delivery, Lifetime, LinkNode, Outbound, Queue, Settlement,
+};
 use crate::proto::{AttachReply, Connection, ConnectionConfig, Event, IncomingDelivery, LinkId};
 use crate::store::Op;
 
 /// A link where the peer sends and we enqueue.
 #[derive(Debug)]
 struct Producer {
-    /// `None`: anonymous relay, routed by each message's `to`.
+    /// The queue it feeds; `None` with no exchange: the anonymous relay, routed by `to`.
     queue: Option<Arc<Queue>>,
+    /// The exchange it publishes to, with the address's routing key (else `subject`).
+    exchange: Option<(Arc<Exchange>, Option<String>)>,
     /// Running average message size, to turn the byte cap into a credit; `None` until the
     /// first message, when credit stays at `INITIAL_CREDIT`.
     avg_size: Option<usize>,
@@ -56,7 +62,13 @@ struct Staged {
     link: LinkId,
     delivery_id: SequenceNo,
     settled: bool,
+    /// This entry settles the delivery with the producer (a message routed to several
+    /// queues is staged once per queue and answered once).
+    answers: bool,
 }
+
+/// Where a message goes: its queues (none: unroutable), and what an unroutable one hears.
+type Targets = (Vec<Arc<Queue>>, Unroutable);
 
 /// Deliveries the store answered for together, and its answer.
 type Answer = (Vec<(LinkId, SequenceNo)>, Result<(), String>);
@@ -217,6 +229,7 @@ impl Links {
                     Some(TargetKind::Target(t)) => Some(t.clone()),
                     None => None,
                 };
+                let mut exchange = None;
                 let (queue, creator, reply_target) = match target {
                     Some(t) if t.dynamic => match self
                         .broker
@@ -231,10 +244,20 @@ impl Links {
                     },
                     Some(Target {
                         address: Some(ref address),
+                        ref capabilities,
                         ..
-                    }) => match self.broker.resolve(address, true) {
-                        Ok(q) => (Some(q), false, target.clone()),
-                        Err(e) => return Self::refuse(engine, link, e.condition(), e.to_string()),
+                    }) => match self.broker.resolve_link(
+                        Some(address),
+                        Direction::Publish,
+                        capabilities,
+                    ) {
+                        Ok(LinkNode::Queue(q)) => (Some(q), false, target.clone()),
+                        Ok(LinkNode::Exchange(ex, key)) => {
+                            exchange = Some((ex, key));
+                            (None, false, target.clone())
+                        }
+                        Ok(LinkNode::Anonymous) => (None, false, target.clone()),
+                        Err((condition, why)) => return Self::refuse(engine, link, condition, why),
                     },
                     // A null target or null address: the anonymous relay, routing on `to`.
                     other => (None, false, other.or_else(|| Some(Target::default()))),
@@ -258,6 +281,7 @@ impl Links {
                         link,
                         Producer {
                             queue,
+                            exchange,
                             avg_size: None,
                             creator,
                         },
@@ -303,9 +327,35 @@ impl Links {
                             "a receiver needs a source address".into(),
                         );
                     };
-                    match self.broker.resolve(address, true) {
-                        Ok(q) => (q, false, source.clone()),
-                        Err(e) => return Self::refuse(engine, link, e.condition(), e.to_string()),
+                    match self.broker.resolve_link(
+                        Some(address),
+                        Direction::Consume,
+                        &source.capabilities,
+                    ) {
+                        Ok(LinkNode::Queue(q)) => (q, false, source.clone()),
+                        // A receiver on an exchange gets a subscription queue of its own,
+                        // bound with the address's key; its selector filters at routing.
+                        Ok(LinkNode::Exchange(ex, key)) => {
+                            match self.broker.subscribe(
+                                &ex,
+                                key.as_deref(),
+                                selector.as_ref().map(|(_, _, s)| Arc::clone(s)),
+                            ) {
+                                Ok(q) => (q, true, source.clone()),
+                                Err((condition, why)) => {
+                                    return Self::refuse(engine, link, condition, why);
+                                }
+                            }
+                        }
+                        Ok(LinkNode::Anonymous) => {
+                            return Self::refuse(
+                                engine,
+                                link,
+                                ErrorCondition::InvalidField,
+                                "a receiver needs a source address".into(),
+                            );
+                        }
+                        Err((condition, why)) => return Self::refuse(engine, link, condition, why),
                     }
                 };
                 // §3.5.3: the reply carries the filters applied, and leaves out the others.
@@ -379,6 +429,73 @@ impl Links {
         }
     }
 
+    /// The queues a producer's message goes to: its queue, the queues its exchange routes it
+    /// to (an empty list: unroutable, with the exchange's outcome), or for the anonymous
+    /// relay what its `to` names (never created).
+    fn targets(
+        &self,
+        p: &Producer,
+        message: &Message,
+    ) -> Result<Targets, (ErrorCondition, String)> {
+        let route = |ex: &Arc<Exchange>, key: Option<&str>| {
+            let subject;
+            let key = match key {
+                Some(k) => k,
+                None => {
+                    subject = message
+                        .properties()
+                        .ok()
+                        .flatten()
+                        .and_then(|p| p.subject.map(str::to_string))
+                        .unwrap_or_default();
+                    subject.as_str()
+                }
+            };
+            (ex.route(message, key), ex.unroutable())
+        };
+        if let Some(q) = &p.queue {
+            return Ok((vec![Arc::clone(q)], Unroutable::Release));
+        }
+        if let Some((ex, key)) = &p.exchange {
+            return Ok(route(ex, key.as_deref()));
+        }
+        // Anonymous relay: the message's `to` names the node.
+        let to = message
+            .properties()
+            .ok()
+            .flatten()
+            .and_then(|p| p.to.map(str::to_string))
+            .ok_or_else(|| {
+                (
+                    ErrorCondition::NotFound,
+                    "message has no `to` address".to_string(),
+                )
+            })?;
+        match address::parse(&to) {
+            Ok(Parsed::Exchange { name, key }) => match self.broker.exchange(&name) {
+                Some(ex) => Ok(route(&ex, key.as_deref())),
+                None => Err((ErrorCondition::NotFound, format!("no exchange {name:?}"))),
+            },
+            Ok(Parsed::Queue(name)) => self
+                .broker
+                .resolve(&name, false)
+                .map(|q| (vec![q], Unroutable::Release))
+                .map_err(|e| (e.condition(), e.to_string())),
+            Ok(Parsed::Bare(name)) => match self.broker.get(name) {
+                Some(q) => Ok((vec![q], Unroutable::Release)),
+                None => match self.broker.exchange(name) {
+                    Some(ex) => Ok(route(&ex, None)),
+                    None => Err((
+                        ErrorCondition::NotFound,
+                        format!("no node at address {name:?}"),
+                    )),
+                },
+            },
+            Ok(Parsed::Anonymous) => Err((ErrorCondition::NotFound, "empty `to` address".into())),
+            Err(e) => Err((e.condition(), e.to_string())),
+        }
+    }
+
     fn on_delivery(&mut self, engine: &mut Connection, d: IncomingDelivery) {
         let link = d.link;
         let Some(p) = self.producers.get_mut(&link) else {
@@ -386,99 +503,96 @@ impl Links {
         };
         let size = d.message.len();
         p.avg_size = Some(p.avg_size.map_or(size, |avg| (avg * 7 + size) / 8));
-        let queue = match &p.queue {
-            Some(q) => Ok(Arc::clone(q)),
-            None => {
-                // Anonymous relay: the message's `to` names the node (§2.6.x ANONYMOUS-RELAY).
-                let to = d
-                    .message
-                    .properties()
-                    .ok()
-                    .flatten()
-                    .and_then(|p| p.to.map(str::to_string));
-                match to {
-                    Some(to) => self
-                        .broker
-                        .resolve(&to, false)
-                        .map_err(|e| (e.condition(), e.to_string())),
-                    None => Err((
-                        ErrorCondition::NotFound,
-                        "message has no `to` address".to_string(),
-                    )),
-                }
+        let Some(p) = self.producers.get(&link) else {
+            return;
+        };
+        let settle = |engine: &mut Connection, state: DeliveryState| {
+            if !d.settled {
+                let _ = engine.settle_incoming(link, d.delivery_id, state);
             }
         };
-        // A durable message for a durable queue goes through the store; so does every later
-        // message of this turn, to keep their order. With the disk full it is refused: the
-        // producer got its credit before the disk filled.
-        if let Ok(q) = &queue
-            && q.durability().is_some_and(|d| d.journal.disk_full())
-            && d.message.header().is_ok_and(|h| h.durable)
+        let reject = |condition: ErrorCondition, why: String| {
+            DeliveryState::Rejected(Rejected {
+                error: Some(Error::new(condition, why)),
+            })
+        };
+        let (queues, unroutable) = match self.targets(p, &d.message) {
+            Ok(t) => t,
+            Err((condition, why)) => {
+                settle(engine, reject(condition, why));
+                self.refill(engine, link);
+                return;
+            }
+        };
+        if queues.is_empty() {
+            // Nothing took it: the exchange says what the publisher hears.
+            let state = match unroutable {
+                Unroutable::Release => DeliveryState::Released(Released {}),
+                Unroutable::Accept => DeliveryState::Accepted(Accepted {}),
+            };
+            settle(engine, state);
+            self.refill(engine, link);
+            return;
+        }
+        let durable = d.message.header().is_ok_and(|h| h.durable);
+        // With the disk full a durable message for a durable queue is refused: the producer
+        // got its credit before the disk filled.
+        if durable
+            && queues
+                .iter()
+                .any(|q| q.durability().is_some_and(|x| x.journal.disk_full()))
         {
-            if !d.settled {
-                let _ = engine.settle_incoming(
+            settle(
+                engine,
+                reject(
+                    ErrorCondition::ResourceLimitExceeded,
+                    "the broker's disk is full".into(),
+                ),
+            );
+            self.refill(engine, link);
+            return;
+        }
+        let stores = durable && queues.iter().any(|q| q.durability().is_some());
+        if stores || !self.staged.is_empty() {
+            // Through the store (or behind something that is, to keep the order): staged
+            // until the end of the turn. One entry answers the producer: a stored one if
+            // any, so `accepted` waits for the disk.
+            let answering = queues
+                .iter()
+                .position(|q| durable && q.durability().is_some())
+                .unwrap_or(queues.len() - 1);
+            for (i, q) in queues.into_iter().enumerate() {
+                let stored = match q.durability() {
+                    Some(x) if durable && q.check_size(size).is_ok() => {
+                        Some(x.journal.next_message_id())
+                    }
+                    _ => None,
+                };
+                self.staged.push(Staged {
+                    queue: q,
+                    message: d.message.clone(),
+                    stored,
                     link,
-                    d.delivery_id,
-                    DeliveryState::Rejected(Rejected {
-                        error: Some(Error::new(
-                            ErrorCondition::ResourceLimitExceeded,
-                            "the broker's disk is full",
-                        )),
-                    }),
-                );
+                    delivery_id: d.delivery_id,
+                    settled: d.settled,
+                    answers: i == answering,
+                });
             }
             self.refill(engine, link);
             return;
         }
-        if let Ok(q) = &queue
-            && let Some(journal) = q.durability().map(|d| &d.journal)
-            && (!self.staged.is_empty() || d.message.header().is_ok_and(|h| h.durable))
-            && q.check_size(d.message.len()).is_ok()
-        {
-            let stored = d
-                .message
-                .header()
-                .is_ok_and(|h| h.durable)
-                .then(|| journal.next_message_id());
-            self.staged.push(Staged {
-                queue: Arc::clone(q),
-                message: d.message,
-                stored,
-                link,
-                delivery_id: d.delivery_id,
-                settled: d.settled,
-            });
-            self.refill(engine, link);
-            return;
+        // In memory only: accepted once every queue took it.
+        let mut outcome = Ok(());
+        for q in queues {
+            if let Err(c) = q.enqueue(d.message.clone()) {
+                outcome = Err((c.clone(), format!("not stored: {c}")));
+            }
         }
-        if !self.staged.is_empty()
-            && let Ok(q) = &queue
-        {
-            self.staged.push(Staged {
-                queue: Arc::clone(q),
-                message: d.message,
-                stored: None,
-                link,
-                delivery_id: d.delivery_id,
-                settled: d.settled,
-            });
-            self.refill(engine, link);
-            return;
-        }
-        let outcome = queue.and_then(|q| {
-            q.enqueue(d.message)
-                .map(|()| q)
-                .map_err(|c| (c.clone(), format!("not stored: {c}")))
-        });
-        if !d.settled {
-            let state = match &outcome {
-                Ok(_) => DeliveryState::Accepted(Accepted {}),
-                Err((condition, why)) => DeliveryState::Rejected(Rejected {
-                    error: Some(Error::new(condition.clone(), why.clone())),
-                }),
-            };
-            let _ = engine.settle_incoming(link, d.delivery_id, state);
-        }
+        let state = match outcome {
+            Ok(()) => DeliveryState::Accepted(Accepted {}),
+            Err((condition, why)) => reject(condition, why),
+        };
+        settle(engine, state);
         self.refill(engine, link);
     }
 
@@ -593,6 +707,7 @@ impl Links {
                 continue;
             }
             match result {
+                Ok(_) if !s.answers => {}
                 // The store will answer for it.
                 Ok(_) if s.stored.is_some() => waiting.push((s.link, s.delivery_id)),
                 Ok(_) => {
