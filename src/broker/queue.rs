@@ -1041,6 +1041,41 @@ impl Queue {
         }
     }
 
+    /// A pre-settled message the connection could not send after all: back to its place in
+    /// the queue (by its entry id, so at-most-once consumers still see FIFO order), and, if
+    /// the consumer is still there, its credit as the engine sees it.
+    pub fn give_back(
+        self: &Arc<Self>,
+        entry: u64,
+        message: Message,
+        consumer: Option<(ConsumerId, u32)>,
+    ) {
+        let mut s = self.lock();
+        if s.deleted {
+            return;
+        }
+        s.bytes += message.len();
+        self.memory.charge(message.len());
+        Self::requeue(
+            &mut s,
+            Entry {
+                id: entry,
+                message,
+                stored: None,
+                expires: 0,
+                excluded: Vec::new(),
+            },
+        );
+        if let Some((id, credit)) = consumer
+            && let Some(c) = s.consumers.iter_mut().find(|c| c.id == id)
+        {
+            c.credit = credit;
+        }
+        s.idle_since = None;
+        self.dispatch(&mut s);
+        self.finish(s);
+    }
+
     /// Deletes the queue: its links are detached with `amqp:resource-deleted`, its messages
     /// dropped.
     pub fn delete(&self) {

@@ -626,7 +626,7 @@ impl Links {
                 if !self.consumers.contains_key(&link) {
                     // Detached meanwhile: the queue already took its unsettled messages back.
                     if settled {
-                        let _ = queue.enqueue(message);
+                        queue.give_back(entry, message, None);
                     }
                     return;
                 }
@@ -639,7 +639,7 @@ impl Links {
                     Err(_) => {
                         let credit = engine.credit(link).unwrap_or(0);
                         if settled {
-                            let _ = queue.enqueue(message);
+                            queue.give_back(entry, message, Some((self.consumer_id(link), credit)));
                         } else {
                             queue.undeliverable(entry, self.consumer_id(link), credit);
                         }
