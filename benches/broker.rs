@@ -75,7 +75,7 @@ fn route(c: &mut Criterion) {
             connection: 1,
             link: LinkId(1),
         };
-        q.add_consumer(id, tx, false, None, None);
+        q.add_consumer(id, tx, false, None, None, false);
         q.set_credit(id, u32::MAX, None);
         b.iter(|| {
             q.enqueue(m.clone()).unwrap();

@@ -1,6 +1,7 @@
 //! Selector filters on queue consumers over loopback: only selected messages reach a
 //! consumer, the rest wait for others; both descriptors are accepted and echoed; a selector
-//! that does not parse refuses the link with `amqp:invalid-field` and creates nothing.
+//! that does not parse refuses the link with `amqp:invalid-field` and creates nothing. Also
+//! browsing (distribution-mode copy), the other way a receiver sees only part of a queue.
 
 #![allow(
     clippy::unwrap_used,
@@ -171,5 +172,72 @@ async fn a_selector_that_does_not_parse_refuses_the_link_with_invalid_field() {
     };
     assert_eq!(error.unwrap().condition, ErrorCondition::InvalidField);
     assert!(server.broker.get("never-made").is_none());
+    server.stop().await;
+}
+
+/// Distribution-mode copy (§3.5.7): browsers read every message, each at its own pace,
+/// without taking any; then a consumer takes them all.
+#[tokio::test]
+async fn browsers_see_every_message_and_leave_it_for_consumers() {
+    let server = start_broker(BrokerConfig::default()).await;
+    let mut p = TestClient::connect(server.addresses[0]).await;
+    let tx = p.sender(Some("shelf")).await;
+    p.send_many(tx, 5, |i| message(&format!("b{i}"), "red", i as i64))
+        .await;
+    p.settle_for(Duration::from_millis(100)).await;
+    let browse = || Source {
+        address: Some(Str::from("shelf")),
+        distribution_mode: Some(Symbol::from_static("copy")),
+        ..Default::default()
+    };
+    let mut c = TestClient::connect(server.addresses[0]).await;
+    let (one, reply) = attach(&mut c, "browser-1", browse()).await;
+    let Event::Attached { attach: a, .. } = reply else {
+        unreachable!()
+    };
+    assert_eq!(
+        a.source.unwrap().distribution_mode.map(|m| m.to_string()),
+        Some("copy".to_string())
+    );
+    c.engine.grant_credit(one, 3, false).unwrap();
+    assert_eq!(
+        receive(&mut c, one, Duration::from_millis(300)).await,
+        ["b0", "b1", "b2"]
+    );
+    let (two, _) = attach(&mut c, "browser-2", browse()).await;
+    c.engine.grant_credit(two, 10, false).unwrap();
+    let all: Vec<String> = (0..5).map(|i| format!("b{i}")).collect();
+    assert_eq!(receive(&mut c, two, Duration::from_millis(300)).await, all);
+    // The first browser goes on from where it was.
+    c.engine.grant_credit(one, 10, false).unwrap();
+    assert_eq!(
+        receive(&mut c, one, Duration::from_millis(300)).await,
+        ["b3", "b4"]
+    );
+    assert_eq!(server.broker.get("shelf").unwrap().stats().ready, 5);
+    // A new message reaches both browsers, and a consumer takes all six.
+    p.send_many(tx, 1, |_| message("b5", "red", 5)).await;
+    let mut got = std::collections::HashMap::new();
+    c.settle_for(Duration::from_millis(300)).await;
+    for d in c.deliveries() {
+        got.entry(d.link)
+            .or_insert_with(Vec::new)
+            .push(body_of(&d.message));
+    }
+    assert_eq!(got.remove(&one).unwrap_or_default(), ["b5"]);
+    assert_eq!(got.remove(&two).unwrap_or_default(), ["b5"]);
+    let consumer = c
+        .receiver(Source {
+            address: Some(Str::from("shelf")),
+            ..Default::default()
+        })
+        .await;
+    c.engine.grant_credit(consumer, 10, false).unwrap();
+    assert_eq!(
+        receive(&mut c, consumer, Duration::from_millis(300))
+            .await
+            .len(),
+        6
+    );
     server.stop().await;
 }

@@ -72,6 +72,8 @@ pub struct Delivery {
     pub message: Message,
     /// Sent pre-settled: the queue has already forgotten it.
     pub settled: bool,
+    /// A browser's copy: the message is still in the queue.
+    pub copy: bool,
 }
 
 /// How a queue treats messages whose consumer settled them (§3.4).
@@ -208,6 +210,10 @@ struct Consumer {
     max_message_size: Option<u64>,
     /// Only messages this selects go to this consumer (a selector filter on its source).
     selector: Option<Arc<crate::broker::selector::Selector>>,
+    /// A browser (distribution-mode copy, §3.5.7): it gets copies, pre-settled, and the
+    /// messages stay; `cursor` is the first entry id it has not seen.
+    browse: bool,
+    cursor: u64,
 }
 
 /// How far past the head of a queue dispatch looks for a message a consumer may take, so a
@@ -744,6 +750,7 @@ impl Queue {
         presettled: bool,
         max_message_size: Option<u64>,
         selector: Option<Arc<crate::broker::selector::Selector>>,
+        browse: bool,
     ) {
         let mut s = self.lock();
         s.consumers.push(Consumer {
@@ -752,9 +759,11 @@ impl Queue {
             credit: 0,
             drain: false,
             drain_round: 0,
-            presettled,
+            presettled: presettled || browse,
             max_message_size,
             selector: selector.filter(|s| !s.selects_all()),
+            browse,
+            cursor: 0,
         });
         s.idle_since = None;
     }
@@ -1076,6 +1085,15 @@ impl Queue {
         self.finish(s);
     }
 
+    /// A browser's copy could not be sent: it is offered again from `entry` on.
+    pub fn rewind(&self, consumer: ConsumerId, entry: u64, credit: u32) {
+        let mut s = self.lock();
+        if let Some(c) = s.consumers.iter_mut().find(|c| c.id == consumer) {
+            c.cursor = c.cursor.min(entry);
+            c.credit = credit;
+        }
+    }
+
     /// Deletes the queue: its links are detached with `amqp:resource-deleted`, its messages
     /// dropped.
     pub fn delete(&self) {
@@ -1115,7 +1133,8 @@ impl Queue {
         // The first ready message (FIFO) that some consumer with credit may take: a message
         // excluded for a consumer (modified undeliverable-here) or too large for it must not
         // hold back the messages behind it (within SKIP_SCAN_LIMIT of the head).
-        while s.consumers.iter().any(|c| c.credit > 0) {
+        self.browse(s);
+        while s.consumers.iter().any(|c| c.credit > 0 && !c.browse) {
             // Messages only on disk are read back as consumers reach them.
             self.refill(s);
             let mut chosen = None;
@@ -1124,7 +1143,7 @@ impl Queue {
                     let i = (s.rr + k) % n;
                     if s.consumers
                         .get(i)
-                        .is_some_and(|c| c.credit > 0 && c.may_take(entry))
+                        .is_some_and(|c| c.credit > 0 && !c.browse && c.may_take(entry))
                     {
                         chosen = Some((pos, i));
                         break 'scan;
@@ -1174,6 +1193,7 @@ impl Queue {
                 entry: entry_id,
                 message,
                 settled: presettled,
+                copy: false,
             }));
             let sent = s.consumers.get(i).map(|c| c.tx.try_send(delivery));
             if matches!(sent, Some(Ok(()))) {
@@ -1195,16 +1215,57 @@ impl Queue {
         let ready = &s.ready;
         let elsewhere = !s.restored.is_empty() || s.cold > 0;
         for c in s.consumers.iter_mut() {
-            if c.drain
-                && (c.credit == 0
-                    || (!elsewhere && !ready.iter().take(SKIP_SCAN_LIMIT).any(|e| c.may_take(e))))
-            {
+            let nothing_left = if c.browse {
+                !ready.iter().any(|e| e.id >= c.cursor && c.may_take(e))
+            } else {
+                !elsewhere && !ready.iter().take(SKIP_SCAN_LIMIT).any(|e| c.may_take(e))
+            };
+            if c.drain && (c.credit == 0 || nothing_left) {
                 c.drain = false;
                 c.credit = 0;
                 let _ = c.tx.try_send(Outbound::Drained {
                     link: c.id.link,
                     round: c.drain_round,
                 });
+            }
+        }
+    }
+}
+
+impl Queue {
+    /// Sends browsers copies of the ready messages past their cursors, in order, within
+    /// their credit. The messages stay where they are.
+    fn browse(self: &Arc<Self>, s: &mut State) {
+        let State {
+            consumers, ready, ..
+        } = s;
+        for c in consumers.iter_mut().filter(|c| c.browse && c.credit > 0) {
+            for e in ready.iter() {
+                if c.credit == 0 {
+                    break;
+                }
+                if e.id < c.cursor {
+                    continue;
+                }
+                c.cursor = e.id + 1;
+                if !c.may_take(e) {
+                    continue;
+                }
+                let delivery = Outbound::Deliver(Box::new(Delivery {
+                    link: c.id.link,
+                    queue: Arc::clone(self),
+                    entry: e.id,
+                    message: e.message.clone(),
+                    settled: true,
+                    copy: true,
+                }));
+                if c.tx.try_send(delivery).is_err() {
+                    // Behind: this one is offered again next time.
+                    c.cursor = e.id;
+                    c.credit = 0;
+                    break;
+                }
+                c.credit -= 1;
             }
         }
     }

@@ -358,6 +358,11 @@ impl Links {
                         Err((condition, why)) => return Self::refuse(engine, link, condition, why),
                     }
                 };
+                // §3.5.7 distribution-mode copy: a browser, reading without consuming.
+                let browse = source
+                    .distribution_mode
+                    .as_ref()
+                    .is_some_and(|m| m.as_str() == ferry_codec::messaging::distribution_mode::COPY);
                 // §3.5.3: the reply carries the filters applied, and leaves out the others.
                 echo.filter = selector.as_ref().map(|(key, value, _)| {
                     let mut applied = ferry_codec::definitions::Fields::new();
@@ -378,6 +383,7 @@ impl Links {
                         presettled,
                         attach.max_message_size.filter(|m| *m > 0),
                         selector.map(|(_, _, s)| s),
+                        browse,
                     );
                     self.consumers.insert(
                         link,
@@ -622,10 +628,11 @@ impl Links {
                     entry,
                     message,
                     settled,
+                    copy,
                 } = *d;
                 if !self.consumers.contains_key(&link) {
                     // Detached meanwhile: the queue already took its unsettled messages back.
-                    if settled {
+                    if settled && !copy {
                         queue.give_back(entry, message, None);
                     }
                     return;
@@ -638,7 +645,10 @@ impl Links {
                     }
                     Err(_) => {
                         let credit = engine.credit(link).unwrap_or(0);
-                        if settled {
+                        if copy {
+                            // The message is still queued; the browser sees it next time.
+                            queue.rewind(self.consumer_id(link), entry, credit);
+                        } else if settled {
                             queue.give_back(entry, message, Some((self.consumer_id(link), credit)));
                         } else {
                             queue.undeliverable(entry, self.consumer_id(link), credit);
