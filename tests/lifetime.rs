@@ -372,3 +372,33 @@ async fn a_durable_dead_letter_move_survives_a_restart() {
     server.stop().await;
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Delivery is by priority level, FIFO within a level; 4 when absent, above 9 counts as 9.
+#[tokio::test]
+async fn higher_priorities_are_delivered_first_and_fifo_within_a_level() {
+    let server = start_broker(BrokerConfig::default()).await;
+    let mut c = TestClient::connect(server.addresses[0]).await;
+    let tx = c.sender(Some("prio")).await;
+    let p = |n: u8| Header {
+        priority: n,
+        ..Default::default()
+    };
+    let sent = vec![
+        message("a4", p(4)),
+        message("b9", p(9)),
+        message("c0", p(0)),
+        message("d200", p(200)),
+        message("e4", p(4)),
+        message("f7", p(7)),
+    ];
+    send(&mut c, tx, sent).await;
+    let rx = c.receiver(src("prio")).await;
+    c.engine.grant_credit(rx, 10, false).unwrap();
+    let got: Vec<String> = take(&mut c, rx, 6)
+        .await
+        .iter()
+        .map(|d| body_of(&d.message))
+        .collect();
+    assert_eq!(got, ["b9", "d200", "f7", "a4", "e4", "c0"]);
+    server.stop().await;
+}

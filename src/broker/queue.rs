@@ -182,6 +182,8 @@ struct Entry {
     stored: Option<u64>,
     /// When it expires, in ms since the Unix epoch; 0 for never.
     expires: u64,
+    /// Its priority, 0 to 9 (§3.2.1: 4 when absent; above 9 counts as 9).
+    priority: u8,
     /// Consumers this message must not go to again (modified undeliverable-here).
     excluded: Vec<ConsumerId>,
 }
@@ -262,6 +264,8 @@ struct State {
     dead: Vec<Dead>,
     /// Expiry (ms) of restored messages that have one.
     restored_expiry: IdMap<u64, u64>,
+    /// Some message jumped ahead by priority, so `ready` is not in id order.
+    mixed_priorities: bool,
 }
 
 impl State {
@@ -506,6 +510,7 @@ impl Queue {
                 msg,
                 meta: crate::store::Meta {
                     expiry: expires,
+                    priority: priority_of(&message),
                     ..Default::default()
                 },
                 refs: vec![crate::store::Ref {
@@ -529,13 +534,18 @@ impl Queue {
         s.next_entry += 1;
         s.bytes += len;
         self.memory.charge(len);
-        s.ready.push_back(Entry {
-            id,
-            message,
-            stored,
-            expires,
-            excluded: Vec::new(),
-        });
+        let priority = priority_of(&message);
+        Self::push(
+            &mut s,
+            Entry {
+                id,
+                message,
+                stored,
+                expires,
+                priority,
+                excluded: Vec::new(),
+            },
+        );
         self.dispatch(&mut s);
         self.finish(s);
         Ok(false)
@@ -560,13 +570,18 @@ impl Queue {
         s.next_entry += 1;
         s.bytes += message.len();
         self.memory.charge(message.len());
-        s.ready.push_back(Entry {
-            id,
-            message,
-            stored,
-            expires,
-            excluded: Vec::new(),
-        });
+        let priority = priority_of(&message);
+        Self::push(
+            &mut s,
+            Entry {
+                id,
+                message,
+                stored,
+                expires,
+                priority,
+                excluded: Vec::new(),
+            },
+        );
         self.dispatch(&mut s);
         self.finish(s);
         true
@@ -909,8 +924,28 @@ impl Queue {
         let pos = s
             .ready
             .iter()
-            .position(|r| r.id > e.id)
+            .position(|r| r.priority < e.priority || (r.priority == e.priority && r.id > e.id))
             .unwrap_or(s.ready.len());
+        s.ready.insert(pos, e);
+    }
+
+    /// Adds a new message (the newest id) behind every message of its priority or higher:
+    /// delivery is by level, FIFO within a level. With one level in use this is a push at
+    /// the back.
+    fn push(s: &mut State, e: Entry) {
+        if s.ready
+            .back()
+            .is_none_or(|last| last.priority >= e.priority)
+        {
+            s.ready.push_back(e);
+            return;
+        }
+        s.mixed_priorities = true;
+        let pos = s
+            .ready
+            .iter()
+            .rposition(|r| r.priority >= e.priority)
+            .map_or(0, |i| i + 1);
         s.ready.insert(pos, e);
     }
 
@@ -1029,13 +1064,18 @@ impl Queue {
         s.next_entry += 1;
         s.bytes += message.len();
         self.memory.charge(message.len());
-        s.ready.push_back(Entry {
-            id,
-            message,
-            stored: Some(msg),
-            expires,
-            excluded: Vec::new(),
-        });
+        let priority = priority_of(&message);
+        Self::push(
+            s,
+            Entry {
+                id,
+                message,
+                stored: Some(msg),
+                expires,
+                priority,
+                excluded: Vec::new(),
+            },
+        );
     }
 
     /// A message the connection could not send after all (credit shrank meanwhile): back to
@@ -1069,6 +1109,7 @@ impl Queue {
             &mut s,
             Entry {
                 id: entry,
+                priority: priority_of(&message),
                 message,
                 stored: None,
                 expires: 0,
@@ -1237,10 +1278,18 @@ impl Queue {
     /// their credit. The messages stay where they are.
     fn browse(self: &Arc<Self>, s: &mut State) {
         let State {
-            consumers, ready, ..
+            consumers,
+            ready,
+            mixed_priorities,
+            ..
         } = s;
+        // Browsers see messages in arrival order, whatever their priority.
+        let mut order: Vec<&Entry> = ready.iter().collect();
+        if *mixed_priorities {
+            order.sort_by_key(|e| e.id);
+        }
         for c in consumers.iter_mut().filter(|c| c.browse && c.credit > 0) {
-            for e in ready.iter() {
+            for e in order.iter() {
                 if c.credit == 0 {
                     break;
                 }
@@ -1368,4 +1417,9 @@ fn expiry_of(message: &Message, default: Option<std::time::Duration>) -> u64 {
         Some(ttl) => now_ms().saturating_add(ttl.as_millis() as u64),
         None => 0,
     }
+}
+
+/// A message's priority for delivery order: `header.priority`, 4 when absent, above 9 as 9.
+fn priority_of(message: &Message) -> u8 {
+    message.header().map_or(4, |h| h.priority).min(9)
 }
