@@ -500,7 +500,7 @@ impl Queue {
         }
         s.idle_since = None;
         let len = message.len();
-        let expires = expiry_of(&message, self.policy.message_ttl);
+        let (expires, priority) = arrival_of(&message, self.policy.message_ttl);
         if let (Some(msg), Some(d)) = (stored, &self.durable) {
             let cold = !s.restored.is_empty()
                 || s.cold > 0
@@ -510,7 +510,7 @@ impl Queue {
                 msg,
                 meta: crate::store::Meta {
                     expiry: expires,
-                    priority: priority_of(&message),
+                    priority,
                     ..Default::default()
                 },
                 refs: vec![crate::store::Ref {
@@ -534,7 +534,6 @@ impl Queue {
         s.next_entry += 1;
         s.bytes += len;
         self.memory.charge(len);
-        let priority = priority_of(&message);
         Self::push(
             &mut s,
             Entry {
@@ -1277,6 +1276,9 @@ impl Queue {
     /// Sends browsers copies of the ready messages past their cursors, in order, within
     /// their credit. The messages stay where they are.
     fn browse(self: &Arc<Self>, s: &mut State) {
+        if !s.consumers.iter().any(|c| c.browse && c.credit > 0) {
+            return;
+        }
         let State {
             consumers,
             ready,
@@ -1400,23 +1402,24 @@ pub(crate) fn now_ms() -> u64 {
 
 /// When a message arriving now expires (ms since the epoch; 0 for never), computed once on
 /// arrival (§3.2.1, §3.2.4): `properties.absolute-expiry-time` wins over `header.ttl`, and
-/// either over the queue's `default`.
-fn expiry_of(message: &Message, default: Option<std::time::Duration>) -> u64 {
+/// either over the queue's `default`; and its priority (one header decode for both).
+fn arrival_of(message: &Message, default: Option<std::time::Duration>) -> (u64, u8) {
+    let header = message.header().unwrap_or_default();
+    let priority = header.priority.min(9);
     if let Ok(Some(p)) = message.properties()
         && let Some(t) = p.absolute_expiry_time
     {
-        return u64::try_from(t.0).unwrap_or(0).max(1);
+        return (u64::try_from(t.0).unwrap_or(0).max(1), priority);
     }
-    let ttl = message
-        .header()
-        .ok()
-        .and_then(|h| h.ttl)
+    let ttl = header
+        .ttl
         .map(|ms| std::time::Duration::from_millis(u64::from(ms)))
         .or(default);
-    match ttl {
+    let expires = match ttl {
         Some(ttl) => now_ms().saturating_add(ttl.as_millis() as u64),
         None => 0,
-    }
+    };
+    (expires, priority)
 }
 
 /// A message's priority for delivery order: `header.priority`, 4 when absent, above 9 as 9.
