@@ -456,8 +456,12 @@ impl Queue {
             Some(_) => usize::MAX,
             None => self.memory.available() / typical,
         };
+        // A writer behind the disk, a full disk or a failed log: producers wait (messages
+        // already on their way are refused by the transport when the disk is full).
         if self.durable.as_ref().is_some_and(|d| {
-            d.journal.backlog() > MAX_STORE_BACKLOG || d.journal.failure().is_some()
+            d.journal.backlog() > MAX_STORE_BACKLOG
+                || d.journal.disk_full()
+                || d.journal.failure().is_some()
         }) {
             return 0;
         }
@@ -1425,4 +1429,69 @@ fn arrival_of(message: &Message, default: Option<std::time::Duration>) -> (u64, 
 /// A message's priority for delivery order: `header.priority`, 4 when absent, above 9 as 9.
 fn priority_of(message: &Message) -> u8 {
     message.header().map_or(4, |h| h.priority).min(9)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+    use crate::store::{Paged, ReadError, WriterStats};
+
+    /// A store that takes everything and can be told its disk is full.
+    #[derive(Debug, Default)]
+    struct FakeJournal {
+        full: AtomicBool,
+    }
+
+    impl Journal for FakeJournal {
+        fn next_message_id(&self) -> u64 {
+            1
+        }
+        fn next_queue_id(&self) -> u32 {
+            1
+        }
+        fn submit(&self, _ops: Vec<Op>) {}
+        fn read(&self, msg: u64) -> Result<bytes::Bytes, ReadError> {
+            Err(ReadError::Missing(msg))
+        }
+        fn backlog(&self) -> usize {
+            0
+        }
+        fn failure(&self) -> Option<String> {
+            None
+        }
+        fn stats(&self) -> WriterStats {
+            WriterStats::default()
+        }
+        fn disk_full(&self) -> bool {
+            self.full.load(Ordering::Relaxed)
+        }
+        fn page_in(&self, _: u32, _: usize, _: usize) -> Result<Vec<Paged>, ReadError> {
+            Ok(Vec::new())
+        }
+    }
+
+    #[test]
+    fn a_full_disk_leaves_no_room_for_producers_of_a_durable_queue() {
+        let journal = Arc::new(FakeJournal::default());
+        let q = Queue::with_durability(
+            "q".into(),
+            QueueKind::Declared,
+            QueueLimits::default(),
+            Arc::new(Memory::new(1 << 20)),
+            Some(Durability {
+                journal: Arc::clone(&journal) as Arc<dyn Journal>,
+                id: 1,
+                page_above: 1 << 20,
+            }),
+        );
+        assert!(q.room(1000) > 0);
+        journal.full.store(true, Ordering::Relaxed);
+        assert_eq!(q.room(1000), 0);
+        journal.full.store(false, Ordering::Relaxed);
+        assert!(q.room(1000) > 0);
+    }
 }
