@@ -230,7 +230,7 @@ pub enum SyncMode {
 }
 
 /// The depth limits and message policy of a queue; 0 (or empty) means none.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct QueueLimits {
     /// Most messages held.
@@ -245,6 +245,21 @@ pub struct QueueLimits {
     pub max_delivery_count: u32,
     /// Where dead letters go (rejected, expired, over max_delivery_count).
     pub dead_letter_queue: String,
+    /// At max_length or max_bytes: "block", "reject-publish" or "drop-head".
+    pub overflow: String,
+}
+
+impl Default for QueueLimits {
+    fn default() -> Self {
+        Self {
+            max_length: 0,
+            max_bytes: 0,
+            message_ttl: Duration::ZERO,
+            max_delivery_count: 0,
+            dead_letter_queue: String::new(),
+            overflow: "block".into(),
+        }
+    }
 }
 
 /// One `[[queues.declare]]` entry; unset limits come from `[queues.defaults]`.
@@ -274,6 +289,9 @@ pub struct QueueDecl {
     /// Where dead letters go ("": dropped and counted).
     #[serde(default)]
     pub dead_letter_queue: Option<String>,
+    /// At its limits: "block", "reject-publish" or "drop-head".
+    #[serde(default)]
+    pub overflow: Option<String>,
 }
 
 fn yes() -> bool {
@@ -294,6 +312,10 @@ impl QueueDecl {
                 .dead_letter_queue
                 .clone()
                 .unwrap_or_else(|| defaults.dead_letter_queue.clone()),
+            overflow: self
+                .overflow
+                .clone()
+                .unwrap_or_else(|| defaults.overflow.clone()),
         }
     }
 }
@@ -654,6 +676,21 @@ impl Config {
         }
         if let Err(e) = self.rules() {
             return Err(("address_rules".into(), e));
+        }
+        let overflow_ok = |v: &str| matches!(v, "block" | "reject-publish" | "drop-head");
+        if !overflow_ok(&self.queues.defaults.overflow) {
+            return Err((
+                "queues.defaults.overflow".into(),
+                "must be \"block\", \"reject-publish\" or \"drop-head\"".into(),
+            ));
+        }
+        for (i, q) in self.queues.declare.iter().enumerate() {
+            if q.overflow.as_deref().is_some_and(|v| !overflow_ok(v)) {
+                return Err((
+                    format!("queues.declare[{i}].overflow"),
+                    "must be \"block\", \"reject-publish\" or \"drop-head\"".into(),
+                ));
+            }
         }
         let mut queue_names = HashSet::new();
         for (i, q) in self.queues.declare.iter().enumerate() {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use clap::Parser;
 use ferry::auth::Users;
 use ferry::broker::address::{ExchangeSpec, Unroutable, default_rules};
-use ferry::broker::{BrokerConfig, DeclaredQueue, QueueLimits, QueuePolicy};
+use ferry::broker::{BrokerConfig, DeclaredQueue, Overflow, QueueLimits, QueuePolicy};
 use ferry::cli::{self, Cli, Command, WalCommand};
 use ferry::config::Config;
 use ferry::config::SyncMode;
@@ -176,6 +176,11 @@ fn policy(l: &ferry::config::QueueLimits) -> QueuePolicy {
         message_ttl: (!l.message_ttl.is_zero()).then_some(l.message_ttl),
         max_delivery_count: (l.max_delivery_count > 0).then_some(l.max_delivery_count),
         dead_letter_queue: (!l.dead_letter_queue.is_empty()).then(|| l.dead_letter_queue.clone()),
+        overflow: match l.overflow.as_str() {
+            "reject-publish" => Overflow::RejectPublish,
+            "drop-head" => Overflow::DropHead,
+            _ => Overflow::Block,
+        },
     }
 }
 

@@ -402,3 +402,81 @@ async fn higher_priorities_are_delivered_first_and_fifo_within_a_level() {
     assert_eq!(got, ["b9", "d200", "f7", "a4", "e4", "c0"]);
     server.stop().await;
 }
+
+/// At its limit, `reject-publish` refuses each message that does not fit, and `drop-head`
+/// dead-letters the oldest to make room (reason `maxlen`).
+#[tokio::test]
+async fn overflow_rejects_publish_or_drops_the_head() {
+    use ferry::broker::{Overflow, QueueLimits};
+    let limited = |name: &str, overflow, dlq: Option<&str>| DeclaredQueue {
+        name: name.into(),
+        limits: QueueLimits {
+            max_length: 3,
+            ..Default::default()
+        },
+        policy: QueuePolicy {
+            overflow,
+            dead_letter_queue: dlq.map(str::to_string),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let cfg = BrokerConfig {
+        declared: vec![
+            limited("strict", Overflow::RejectPublish, None),
+            limited("latest", Overflow::DropHead, Some("latest.dead")),
+        ],
+        ..Default::default()
+    };
+    let server = start_broker(cfg).await;
+    let mut c = TestClient::connect(server.addresses[0]).await;
+    let tx = c.sender(Some("strict")).await;
+    c.send_many(tx, 5, |i| message(&format!("s{i}"), Header::default()))
+        .await;
+    let mut outcomes = Vec::new();
+    while outcomes.len() < 5 {
+        if let Event::Disposition {
+            state: Some(state), ..
+        } = c.wait_for(|e| matches!(e, Event::Disposition { .. })).await
+        {
+            outcomes.push(state);
+        }
+    }
+    let accepted = outcomes
+        .iter()
+        .filter(|o| matches!(o, DeliveryState::Accepted(_)))
+        .count();
+    assert_eq!(accepted, 3, "{outcomes:?}");
+    assert!(outcomes.iter().any(|o| matches!(
+        o,
+        DeliveryState::Rejected(Rejected { error: Some(e) })
+            if e.condition == ErrorCondition::ResourceLimitExceeded
+    )));
+
+    let tx = c.sender(Some("latest")).await;
+    send(
+        &mut c,
+        tx,
+        (0..5)
+            .map(|i| message(&format!("l{i}"), Header::default()))
+            .collect(),
+    )
+    .await;
+    let rx = c.receiver(src("latest")).await;
+    c.engine.grant_credit(rx, 10, false).unwrap();
+    let got: Vec<String> = take(&mut c, rx, 3)
+        .await
+        .iter()
+        .map(|d| body_of(&d.message))
+        .collect();
+    assert_eq!(got, ["l2", "l3", "l4"]);
+    let dead = c.receiver(src("latest.dead")).await;
+    c.engine.grant_credit(dead, 10, false).unwrap();
+    let d = take(&mut c, dead, 2).await;
+    assert_eq!(body_of(&d[0].message), "l0");
+    assert_eq!(
+        annotation(&d[0].message, DEADLETTER_REASON).as_deref(),
+        Some("maxlen")
+    );
+    server.stop().await;
+}

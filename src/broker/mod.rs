@@ -21,7 +21,8 @@ use ferry_codec::definitions::ErrorCondition;
 pub use memory::Memory;
 pub use queue::{
     ConsumerId, DEADLETTER_DESCRIPTION, DEADLETTER_REASON, DEADLETTER_SOURCE, Delivery, Durability,
-    Lifetime, Outbound, Queue, QueueKind, QueueLimits, QueuePolicy, QueueStats, Settlement,
+    Lifetime, Outbound, Overflow, Queue, QueueKind, QueueLimits, QueuePolicy, QueueStats,
+    Settlement,
 };
 
 use crate::store::{Journal, Op, Recovery};

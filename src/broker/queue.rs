@@ -121,6 +121,21 @@ pub struct QueuePolicy {
     /// The address of the dead-letter queue; without one, dead letters are dropped and
     /// counted.
     pub dead_letter_queue: Option<String>,
+    /// What happens when the queue is at its `max_length` or `max_bytes`.
+    pub overflow: Overflow,
+}
+
+/// A full queue's behaviour.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Overflow {
+    /// Producers get no credit until there is room: the broker core's backpressure.
+    #[default]
+    Block,
+    /// Credit keeps flowing; each message that does not fit is `rejected` with
+    /// `amqp:resource-limit-exceeded`.
+    RejectPublish,
+    /// The oldest message is dead-lettered (reason `maxlen`) to make room.
+    DropHead,
 }
 
 /// Annotations a dead-lettered message carries.
@@ -443,12 +458,16 @@ impl Queue {
         }
         let typical = typical.max(1);
         let held = s.waiting() + s.unacked.len();
+        // Only `block` turns the limits into backpressure; the others act per message.
+        let limits = self.policy.overflow == Overflow::Block;
         let by_count = match self.limits.max_length {
             0 => usize::MAX,
+            _ if !limits => usize::MAX,
             max => max.saturating_sub(held),
         };
         let by_bytes = match self.limits.max_bytes {
             0 => usize::MAX,
+            _ if !limits => usize::MAX,
             max => max.saturating_sub(s.bytes + s.cold_bytes) / typical,
         };
         // A durable queue pages what does not fit in memory out to disk.
@@ -504,6 +523,9 @@ impl Queue {
         }
         s.idle_since = None;
         let len = message.len();
+        if self.policy.overflow == Overflow::RejectPublish && self.over_limit(&s, len) {
+            return Err(ErrorCondition::ResourceLimitExceeded);
+        }
         let (expires, priority) = arrival_of(&message, self.policy.message_ttl);
         if let (Some(msg), Some(d)) = (stored, &self.durable) {
             let cold = !s.restored.is_empty()
@@ -549,6 +571,15 @@ impl Queue {
                 excluded: Vec::new(),
             },
         );
+        if self.policy.overflow == Overflow::DropHead {
+            // The oldest go (to the dead-letter queue) until the newest fits.
+            while s.ready.len() > 1 && self.over_limit(&s, 0) {
+                let Some(oldest) = s.ready.pop_front() else {
+                    break;
+                };
+                self.kill(&mut s, oldest, "maxlen", None);
+            }
+        }
         self.dispatch(&mut s);
         self.finish(s);
         Ok(false)
@@ -828,6 +859,15 @@ impl Queue {
         Self::mark_idle(&mut s, now);
         self.dispatch(&mut s);
         self.finish(s);
+    }
+
+    /// Whether the queue is over its limits with `extra` more bytes in one more message
+    /// (`extra` 0: as it is now).
+    fn over_limit(&self, s: &State, extra: usize) -> bool {
+        let held = s.waiting() + s.unacked.len() + usize::from(extra > 0);
+        let bytes = s.bytes + s.cold_bytes + extra;
+        (self.limits.max_length > 0 && held > self.limits.max_length)
+            || (self.limits.max_bytes > 0 && bytes > self.limits.max_bytes)
     }
 
     /// Back to the queue, unless it has now failed `max_delivery_count` times.
