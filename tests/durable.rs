@@ -11,16 +11,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
 use ferry::broker::BrokerConfig;
 use ferry::proto::{Event, LinkId};
-use ferry::server::{ListenerSpec, Running, ServerSpec, StoreSpec};
-use ferry::store::{StoreConfig, SyncPolicy};
 use ferry_codec::delivery_state::{Accepted, DeliveryState};
 use ferry_codec::messaging::{Data, Header, Message, Section, Source};
 use ferry_codec::types::Str;
@@ -29,26 +26,6 @@ fn data_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("ferry-durable-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     dir
-}
-
-async fn start(dir: &Path, broker: BrokerConfig) -> Running {
-    let spec = ServerSpec {
-        listeners: vec![ListenerSpec {
-            address: "127.0.0.1:0".parse().unwrap(),
-            max_connections: 100,
-            engine: server_engine(),
-        }],
-        broker,
-        shutdown_grace: Duration::from_secs(2),
-        store: Some(StoreSpec {
-            dir: dir.join("wal"),
-            config: StoreConfig {
-                segment_size: 4 << 20,
-                sync: SyncPolicy::Always,
-            },
-        }),
-    };
-    ferry::server::start(spec, Arc::new(NoUsers)).await.unwrap()
 }
 
 /// A message with `durable` set as asked and a body of `size` bytes starting with `tag`.
@@ -133,7 +110,7 @@ async fn receive(c: &mut TestClient, address: &str, n: usize) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_keeps_exactly_the_unsettled_durable_messages_in_order() {
     let dir = data_dir("restart");
-    let server = start(&dir, BrokerConfig::default()).await;
+    let server = start_durable(&dir, BrokerConfig::default()).await;
     let addr = server.addresses[0];
     let mut p = TestClient::connect(addr).await;
     let tx = p.sender(Some("orders")).await;
@@ -150,7 +127,7 @@ async fn a_restart_keeps_exactly_the_unsettled_durable_messages_in_order() {
     drop(p);
     server.stop().await;
 
-    let server = start(&dir, BrokerConfig::default()).await;
+    let server = start_durable(&dir, BrokerConfig::default()).await;
     let q = server
         .broker
         .get("orders")
@@ -166,7 +143,7 @@ async fn a_restart_keeps_exactly_the_unsettled_durable_messages_in_order() {
     server.stop().await;
 
     // Settled before the stop: gone for good.
-    let server = start(&dir, BrokerConfig::default()).await;
+    let server = start_durable(&dir, BrokerConfig::default()).await;
     assert!(
         server
             .broker
@@ -184,7 +161,7 @@ async fn a_backlog_beyond_the_memory_share_waits_on_disk_and_comes_back_in_order
         page_above: 256 << 10,
         ..Default::default()
     };
-    let server = start(&dir, cfg.clone()).await;
+    let server = start_durable(&dir, cfg.clone()).await;
     let addr = server.addresses[0];
     let mut p = TestClient::connect(addr).await;
     let tx = p.sender(Some("backlog")).await;
@@ -209,7 +186,7 @@ async fn a_backlog_beyond_the_memory_share_waits_on_disk_and_comes_back_in_order
     server.stop().await;
 
     // Paged, then read back while a restart happens in the middle.
-    let server = start(&dir, cfg.clone()).await;
+    let server = start_durable(&dir, cfg.clone()).await;
     let mut p = TestClient::connect(server.addresses[0]).await;
     let tx = p.sender(Some("backlog")).await;
     send_accepted(&mut p, tx, 3_000, |i| message(&format!("r{i}"), true, 1024)).await;
@@ -222,7 +199,7 @@ async fn a_backlog_beyond_the_memory_share_waits_on_disk_and_comes_back_in_order
     drop(c);
     drop(p);
     server.stop().await;
-    let server = start(&dir, cfg).await;
+    let server = start_durable(&dir, cfg).await;
     let mut c = TestClient::connect(server.addresses[0]).await;
     let rest = receive(&mut c, "backlog", 2_000).await;
     assert_eq!(

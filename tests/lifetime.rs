@@ -11,8 +11,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -22,8 +21,6 @@ use ferry::broker::{
     QueuePolicy,
 };
 use ferry::proto::{Event, LinkId};
-use ferry::server::{ListenerSpec, Running, ServerSpec, StoreSpec};
-use ferry::store::{StoreConfig, SyncPolicy};
 use ferry_codec::definitions::{Error, ErrorCondition};
 use ferry_codec::delivery_state::{Accepted, DeliveryState, Modified, Rejected};
 use ferry_codec::messaging::{Data, Header, Message, Section, Source};
@@ -279,26 +276,6 @@ async fn max_delivery_count_dead_letters_and_dead_letters_never_loop() {
     c.settle_for(Duration::from_millis(200)).await;
     assert!(c.deliveries().is_empty());
     server.stop().await;
-}
-
-async fn start_durable(dir: &Path, broker: BrokerConfig) -> Running {
-    let spec = ServerSpec {
-        listeners: vec![ListenerSpec {
-            address: "127.0.0.1:0".parse().unwrap(),
-            max_connections: 100,
-            engine: server_engine(),
-        }],
-        broker,
-        shutdown_grace: Duration::from_secs(2),
-        store: Some(StoreSpec {
-            dir: dir.join("wal"),
-            config: StoreConfig {
-                segment_size: 4 << 20,
-                sync: SyncPolicy::Always,
-            },
-        }),
-    };
-    ferry::server::start(spec, Arc::new(NoUsers)).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -555,21 +555,12 @@ impl Queue {
             }
         }
         // Stored messages must not pin the read buffers they arrived in (see COMPACT_BELOW).
-        let message = message.compacted(COMPACT_BELOW);
-        let id = s.next_entry;
-        s.next_entry += 1;
-        s.bytes += len;
-        self.memory.charge(len);
-        Self::push(
+        self.admit(
             &mut s,
-            Entry {
-                id,
-                message,
-                stored,
-                expires,
-                priority,
-                excluded: Vec::new(),
-            },
+            message.compacted(COMPACT_BELOW),
+            stored,
+            expires,
+            priority,
         );
         if self.policy.overflow == Overflow::DropHead {
             // The oldest go (to the dead-letter queue) until the newest fits.
@@ -600,22 +591,8 @@ impl Queue {
         }
         s.idle_since = None;
         let message = message.compacted(COMPACT_BELOW);
-        let id = s.next_entry;
-        s.next_entry += 1;
-        s.bytes += message.len();
-        self.memory.charge(message.len());
         let priority = priority_of(&message);
-        Self::push(
-            &mut s,
-            Entry {
-                id,
-                message,
-                stored,
-                expires,
-                priority,
-                excluded: Vec::new(),
-            },
-        );
+        self.admit(&mut s, message, stored, expires, priority);
         self.dispatch(&mut s);
         self.finish(s);
         true
@@ -1103,17 +1080,30 @@ impl Queue {
     }
 
     fn push_loaded(&self, s: &mut State, message: Message, msg: u64, expires: u64) {
+        let priority = priority_of(&message);
+        self.admit(s, message, Some(msg), expires, priority);
+    }
+
+    /// Takes `message` into memory as the newest entry: its id, its bytes charged, its place
+    /// by priority.
+    fn admit(
+        &self,
+        s: &mut State,
+        message: Message,
+        stored: Option<u64>,
+        expires: u64,
+        priority: u8,
+    ) {
         let id = s.next_entry;
         s.next_entry += 1;
         s.bytes += message.len();
         self.memory.charge(message.len());
-        let priority = priority_of(&message);
         Self::push(
             s,
             Entry {
                 id,
                 message,
-                stored: Some(msg),
+                stored,
                 expires,
                 priority,
                 excluded: Vec::new(),

@@ -68,7 +68,23 @@ struct Staged {
 }
 
 /// Where a message goes: its queues (none: unroutable), and what an unroutable one hears.
-type Targets = (Vec<Arc<Queue>>, Unroutable);
+type Targets = (Route, Unroutable);
+
+/// The queues a message goes to. Nearly always one, which needs no allocation per message.
+#[derive(Debug)]
+enum Route {
+    One(Arc<Queue>),
+    Many(Vec<Arc<Queue>>),
+}
+
+impl Route {
+    fn as_slice(&self) -> &[Arc<Queue>] {
+        match self {
+            Route::One(q) => std::slice::from_ref(q),
+            Route::Many(v) => v,
+        }
+    }
+}
 
 /// Deliveries the store answered for together, and its answer.
 type Answer = (Vec<(LinkId, SequenceNo)>, Result<(), String>);
@@ -444,23 +460,17 @@ impl Links {
         message: &Message,
     ) -> Result<Targets, (ErrorCondition, String)> {
         let route = |ex: &Arc<Exchange>, key: Option<&str>| {
-            let subject;
-            let key = match key {
-                Some(k) => k,
-                None => {
-                    subject = message
-                        .properties()
-                        .ok()
-                        .flatten()
-                        .and_then(|p| p.subject.map(str::to_string))
-                        .unwrap_or_default();
-                    subject.as_str()
-                }
+            let props = match key {
+                Some(_) => None,
+                None => message.properties().ok().flatten(),
             };
-            (ex.route(message, key), ex.unroutable())
+            let key = key
+                .or_else(|| props.as_ref().and_then(|p| p.subject))
+                .unwrap_or("");
+            (Route::Many(ex.route(message, key)), ex.unroutable())
         };
         if let Some(q) = &p.queue {
-            return Ok((vec![Arc::clone(q)], Unroutable::Release));
+            return Ok((Route::One(Arc::clone(q)), Unroutable::Release));
         }
         if let Some((ex, key)) = &p.exchange {
             return Ok(route(ex, key.as_deref()));
@@ -485,10 +495,10 @@ impl Links {
             Ok(Parsed::Queue(name)) => self
                 .broker
                 .resolve(&name, false)
-                .map(|q| (vec![q], Unroutable::Release))
+                .map(|q| (Route::One(q), Unroutable::Release))
                 .map_err(|e| (e.condition(), e.to_string())),
             Ok(Parsed::Bare(name)) => match self.broker.get(name) {
-                Some(q) => Ok((vec![q], Unroutable::Release)),
+                Some(q) => Ok((Route::One(q), Unroutable::Release)),
                 None => match self.broker.exchange(name) {
                     Some(ex) => Ok(route(&ex, None)),
                     None => Err((
@@ -522,7 +532,7 @@ impl Links {
                 error: Some(Error::new(condition, why)),
             })
         };
-        let (queues, unroutable) = match self.targets(p, &d.message) {
+        let (route, unroutable) = match self.targets(p, &d.message) {
             Ok(t) => t,
             Err((condition, why)) => {
                 settle(engine, reject(condition, why));
@@ -530,6 +540,7 @@ impl Links {
                 return;
             }
         };
+        let queues = route.as_slice();
         if queues.is_empty() {
             // Nothing took it: the exchange says what the publisher hears.
             let state = match unroutable {
@@ -567,7 +578,7 @@ impl Links {
                 .iter()
                 .position(|q| durable && q.durability().is_some())
                 .unwrap_or(queues.len() - 1);
-            for (i, q) in queues.into_iter().enumerate() {
+            for (i, q) in queues.iter().enumerate() {
                 let stored = match q.durability() {
                     Some(x) if durable && q.check_size(size).is_ok() => {
                         Some(x.journal.next_message_id())
@@ -575,7 +586,7 @@ impl Links {
                     _ => None,
                 };
                 self.staged.push(Staged {
-                    queue: q,
+                    queue: Arc::clone(q),
                     message: d.message.clone(),
                     stored,
                     link,
@@ -589,8 +600,13 @@ impl Links {
         }
         // In memory only: accepted once every queue took it.
         let mut outcome = Ok(());
-        for q in queues {
-            if let Err(c) = q.enqueue(d.message.clone()) {
+        if let Some((last, others)) = queues.split_last() {
+            for q in others {
+                if let Err(c) = q.enqueue(d.message.clone()) {
+                    outcome = Err((c.clone(), format!("not stored: {c}")));
+                }
+            }
+            if let Err(c) = last.enqueue(d.message) {
                 outcome = Err((c.clone(), format!("not stored: {c}")));
             }
         }

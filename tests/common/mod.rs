@@ -59,6 +59,26 @@ pub async fn start_broker(broker: BrokerConfig) -> Running {
 }
 
 pub async fn start_with(broker: BrokerConfig, engine: ConnectionConfig) -> Running {
+    start_spec(broker, engine, None).await
+}
+
+/// A broker whose durable queues keep a write-ahead log in `dir` (synced every batch).
+pub async fn start_durable(dir: &std::path::Path, broker: BrokerConfig) -> Running {
+    let store = ferry::server::StoreSpec {
+        dir: dir.join("wal"),
+        config: ferry::store::StoreConfig {
+            segment_size: 4 << 20,
+            sync: ferry::store::SyncPolicy::Always,
+        },
+    };
+    start_spec(broker, server_engine(), Some(store)).await
+}
+
+async fn start_spec(
+    broker: BrokerConfig,
+    engine: ConnectionConfig,
+    store: Option<ferry::server::StoreSpec>,
+) -> Running {
     let spec = ServerSpec {
         listeners: vec![ListenerSpec {
             address: "127.0.0.1:0".parse().unwrap(),
@@ -67,7 +87,7 @@ pub async fn start_with(broker: BrokerConfig, engine: ConnectionConfig) -> Runni
         }],
         broker,
         shutdown_grace: Duration::from_secs(2),
-        store: None,
+        store,
     };
     ferry::server::start(spec, Arc::new(NoUsers)).await.unwrap()
 }
