@@ -27,7 +27,7 @@ const MIB: u64 = 1024 * KIB;
 const GIB: u64 = 1024 * MIB;
 
 /// The whole configuration.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// `[broker]`: broker-wide settings and limits.
@@ -165,16 +165,41 @@ fn release() -> String {
 }
 
 /// One `[[bindings]]` entry.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BindingDecl {
     /// A declared exchange.
     pub exchange: String,
     /// A declared queue.
     pub queue: String,
-    /// The key (a pattern for a topic exchange; ignored by fanout).
+    /// The key (a pattern for a topic exchange; ignored by fanout and headers).
     #[serde(default)]
     pub key: String,
+    /// A headers exchange's match: `x-match = "all"|"any"` and the application-properties
+    /// to compare.
+    #[serde(default)]
+    pub headers: Option<toml::Table>,
+}
+
+impl BindingDecl {
+    /// The binding's headers match, if it has one.
+    pub fn headers_match(&self) -> Result<Option<crate::broker::filter::HeadersMatch>, String> {
+        let Some(table) = &self.headers else {
+            return Ok(None);
+        };
+        let mut values = Vec::with_capacity(table.len());
+        for (k, v) in table {
+            let value = match v {
+                toml::Value::String(s) => ferry_codec::types::Value::String(s.as_str().into()),
+                toml::Value::Integer(i) => ferry_codec::types::Value::Long(*i),
+                toml::Value::Float(f) => ferry_codec::types::Value::Double(*f),
+                toml::Value::Boolean(b) => ferry_codec::types::Value::Bool(*b),
+                _ => return Err(format!("header {k:?}: a string, number or boolean")),
+            };
+            values.push((k.as_str(), value));
+        }
+        crate::broker::filter::HeadersMatch::from_map(values.iter().map(|(k, v)| (*k, v))).map(Some)
+    }
 }
 
 /// One `[[address_rules]]` entry.
@@ -564,8 +589,6 @@ impl Config {
         })
     }
 
-    /// The checks a value-by-value parse cannot make: frame sizes, uniqueness, hashes, and
-    /// listeners that nobody could log in to.
     /// The address rules: the configured ones, then the built-in OpenStack set.
     pub fn rules(&self) -> Result<crate::broker::address::Rules, String> {
         use crate::broker::address::{NodeKind, Rule, Unroutable, default_rules};
@@ -593,6 +616,8 @@ impl Config {
         crate::broker::address::Rules::new(rules).map_err(|e| e.to_string())
     }
 
+    /// The checks a value-by-value parse cannot make: frame sizes, uniqueness, hashes, and
+    /// listeners that nobody could log in to.
     pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
         self.check()
             .map_err(|(key, message)| ConfigError::invalid(origin, Some(key), None, &message))
@@ -671,6 +696,19 @@ impl Config {
                 return Err((
                     format!("bindings[{i}].queue"),
                     format!("no [[queues.declare]] entry named {:?}", b.queue),
+                ));
+            }
+            if let Err(why) = b.headers_match() {
+                return Err((format!("bindings[{i}].headers"), why));
+            }
+            let headers_exchange = self
+                .exchanges
+                .iter()
+                .any(|e| e.name == b.exchange && e.kind == "headers");
+            if b.headers.is_some() && !headers_exchange {
+                return Err((
+                    format!("bindings[{i}].headers"),
+                    "only a headers exchange's bindings have headers".into(),
                 ));
             }
         }

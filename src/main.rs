@@ -9,6 +9,7 @@ use std::sync::Arc;
 use clap::Parser;
 use ferry::auth::Users;
 use ferry::broker::address::{ExchangeSpec, Unroutable, default_rules};
+use ferry::broker::exchange::BindSpec;
 use ferry::broker::{BrokerConfig, DeclaredQueue, Overflow, QueueLimits, QueuePolicy};
 use ferry::cli::{self, Cli, Command, WalCommand};
 use ferry::config::Config;
@@ -146,7 +147,15 @@ fn server_spec(config: &Config) -> ServerSpec {
             bindings: config
                 .bindings
                 .iter()
-                .map(|b| (b.exchange.clone(), b.queue.clone(), b.key.clone()))
+                .map(|b| {
+                    let spec = BindSpec {
+                        key: b.key.clone(),
+                        // Validated with the config.
+                        headers: b.headers_match().ok().flatten(),
+                        ..BindSpec::default()
+                    };
+                    (b.exchange.clone(), b.queue.clone(), spec)
+                })
                 .collect(),
             // Validated with the config.
             rules: config.rules().unwrap_or_else(|_| default_rules()),

@@ -18,6 +18,7 @@ use common::*;
 use ferry::broker::BrokerConfig;
 use ferry::broker::DeclaredQueue;
 use ferry::broker::address::{ExchangeSpec, ExchangeType, Unroutable};
+use ferry::broker::exchange::BindSpec;
 use ferry::broker::selector::FILTER_NAME;
 use ferry::proto::{Event, LinkId};
 use ferry_codec::definitions::Fields;
@@ -39,7 +40,7 @@ fn config() -> BrokerConfig {
             name: "eu-orders".into(),
             ..Default::default()
         }],
-        bindings: vec![("orders".into(), "eu-orders".into(), "eu".into())],
+        bindings: vec![("orders".into(), "eu-orders".into(), BindSpec::key("eu"))],
         ..Default::default()
     }
 }

@@ -4,11 +4,12 @@
 //! - `direct`: queues bound with exactly the message's key.
 //! - `topic`: queues bound with a pattern matching the key (`*` one word, `#` any number;
 //!   see [`super::topic`]).
-//! - `headers`: not routed by key; Ferry does not evaluate header bindings yet, so a headers
-//!   exchange routes nowhere (its unroutable outcome applies).
+//! - `headers`: not routed by key: each binding's match (`x-match` all/any over pairs) is
+//!   tested against the message's application-properties.
 //!
 //! A binding may carry a selector (a subscription's filter): the message goes to that queue
 //! only if it selects, so a filtered subscription never stores what it would not deliver.
+//! A no-local binding skips messages published by its subscriber's own container.
 //! The routing key is the address's key, or else the message's `subject`.
 
 use std::collections::HashMap;
@@ -17,6 +18,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use ferry_codec::messaging::Message;
 
 use super::address::{ExchangeSpec, ExchangeType, Unroutable};
+use super::filter::HeadersMatch;
 use super::queue::Queue;
 use super::selector::Selector;
 use super::topic::{TopicError, TopicTable};
@@ -35,11 +37,53 @@ pub enum BindError {
     Full,
 }
 
+/// What a binding matches, besides its queue.
+#[derive(Debug, Clone, Default)]
+pub struct BindSpec {
+    /// The key (a pattern for a topic exchange; ignored by fanout and headers).
+    pub key: String,
+    /// A headers exchange's match; `None` there matches everything.
+    pub headers: Option<HeadersMatch>,
+    /// Only messages this selects.
+    pub selector: Option<Arc<Selector>>,
+    /// Not messages published by this container (the subscriber's: no-local).
+    pub no_local: Option<Arc<str>>,
+}
+
+impl BindSpec {
+    /// A binding with `key` and nothing else.
+    pub fn key(key: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            ..Self::default()
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Binding {
     queue: Arc<Queue>,
-    key: String,
-    selector: Option<Arc<Selector>>,
+    spec: BindSpec,
+}
+
+impl Binding {
+    /// Whether the message passes this binding's filters (its key already matched).
+    fn admits(&self, message: &Message, origin: Option<&str>) -> bool {
+        if let (Some(mine), Some(theirs)) = (&self.spec.no_local, origin)
+            && **mine == *theirs
+        {
+            return false;
+        }
+        if let Some(h) = &self.spec.headers
+            && !h.matches(message)
+        {
+            return false;
+        }
+        self.spec
+            .selector
+            .as_ref()
+            .is_none_or(|s| s.matches_message(message))
+    }
 }
 
 #[derive(Debug, Default)]
@@ -94,53 +138,67 @@ impl Exchange {
         self.spec.unroutable
     }
 
-    /// Binds `queue` with `key` (a pattern for a topic exchange; ignored by fanout) and an
-    /// optional selector; returns the binding's id.
-    pub fn bind(
-        &self,
-        queue: Arc<Queue>,
-        key: &str,
-        selector: Option<Arc<Selector>>,
-    ) -> Result<u64, BindError> {
+    /// Binds `queue` as `spec` says; returns the binding's id.
+    pub fn bind(&self, queue: Arc<Queue>, spec: BindSpec) -> Result<u64, BindError> {
         let mut b = self.write();
         if b.all.len() >= MAX_BINDINGS {
             return Err(BindError::Full);
         }
+        self.insert(&mut b, queue, spec)
+    }
+
+    fn insert(
+        &self,
+        b: &mut Bindings,
+        queue: Arc<Queue>,
+        spec: BindSpec,
+    ) -> Result<u64, BindError> {
         let id = b.next;
         match self.spec.ty {
             ExchangeType::Topic => {
-                b.topics.bind(key, id)?;
+                b.topics.bind(&spec.key, id)?;
             }
-            ExchangeType::Direct => b.by_key.entry(key.to_string()).or_default().push(id),
+            ExchangeType::Direct => b.by_key.entry(spec.key.clone()).or_default().push(id),
             ExchangeType::Fanout | ExchangeType::Headers => {}
         }
         b.next += 1;
-        b.all.insert(
-            id,
-            Binding {
-                queue,
-                key: key.to_string(),
-                selector,
-            },
-        );
+        b.all.insert(id, Binding { queue, spec });
         Ok(id)
+    }
+
+    /// Replaces binding `id` by one with `spec`, with no moment in between when a message
+    /// could miss the queue; returns the new binding's id. If `spec` is refused, the old
+    /// binding stays.
+    pub fn rebind(&self, id: u64, queue: Arc<Queue>, spec: BindSpec) -> Result<u64, BindError> {
+        let mut b = self.write();
+        if !b.all.contains_key(&id) && b.all.len() >= MAX_BINDINGS {
+            return Err(BindError::Full);
+        }
+        let new = self.insert(&mut b, queue, spec)?;
+        self.remove(&mut b, id);
+        Ok(new)
     }
 
     /// Removes binding `id`.
     pub fn unbind(&self, id: u64) {
         let mut b = self.write();
+        self.remove(&mut b, id);
+    }
+
+    fn remove(&self, b: &mut Bindings, id: u64) {
         let Some(binding) = b.all.remove(&id) else {
             return;
         };
+        let key = &binding.spec.key;
         match self.spec.ty {
             ExchangeType::Topic => {
-                b.topics.unbind(&binding.key, &id);
+                b.topics.unbind(key, &id);
             }
             ExchangeType::Direct => {
-                if let Some(ids) = b.by_key.get_mut(&binding.key) {
+                if let Some(ids) = b.by_key.get_mut(key) {
                     ids.retain(|i| *i != id);
                     if ids.is_empty() {
-                        b.by_key.remove(&binding.key);
+                        b.by_key.remove(key);
                     }
                 }
             }
@@ -168,18 +226,18 @@ impl Exchange {
     }
 
     /// The queues `message` goes to with routing `key`: each once, in no particular order.
-    pub fn route(&self, message: &Message, key: &str) -> Vec<Arc<Queue>> {
+    /// `origin` is the publisher's container-id, for no-local bindings.
+    pub fn route(&self, message: &Message, key: &str, origin: Option<&str>) -> Vec<Arc<Queue>> {
         let b = self.read();
         let mut ids: Vec<u64> = Vec::new();
         match self.spec.ty {
-            ExchangeType::Fanout => ids.extend(b.all.keys().copied()),
+            ExchangeType::Fanout | ExchangeType::Headers => ids.extend(b.all.keys().copied()),
             ExchangeType::Direct => {
                 if let Some(v) = b.by_key.get(key) {
                     ids.extend(v.iter().copied());
                 }
             }
             ExchangeType::Topic => b.topics.matches(key, &mut ids),
-            ExchangeType::Headers => {}
         }
         let mut out: Vec<Arc<Queue>> = Vec::with_capacity(ids.len());
         // A queue bound several ways gets the message once; a set only pays off when many
@@ -189,11 +247,7 @@ impl Exchange {
             let Some(binding) = b.all.get(id) else {
                 continue;
             };
-            if binding
-                .selector
-                .as_ref()
-                .is_some_and(|s| !s.matches_message(message))
-            {
+            if !binding.admits(message, origin) {
                 continue;
             }
             let fresh = if ids.len() > 16 {

@@ -6,9 +6,11 @@
 
 pub mod address;
 pub mod exchange;
+pub mod filter;
 mod memory;
 mod queue;
 pub mod selector;
+pub mod subscription;
 pub mod topic;
 
 use std::collections::HashMap;
@@ -27,7 +29,7 @@ pub use queue::{
 
 use crate::store::{Journal, Op, Recovery};
 
-use address::{Direction, ExchangeSpec, ExchangeType, Plan, Rules};
+use address::{Direction, ExchangeSpec, Plan, Rules};
 use exchange::Exchange;
 use ferry_codec::types::Symbol;
 
@@ -55,8 +57,8 @@ pub struct BrokerConfig {
     pub auto_create_durable: bool,
     /// Exchanges that exist from the start: (name, type and unroutable outcome).
     pub exchanges: Vec<(String, ExchangeSpec)>,
-    /// Bindings that exist from the start: (exchange, queue, key).
-    pub bindings: Vec<(String, String, String)>,
+    /// Bindings that exist from the start: (exchange, queue, binding).
+    pub bindings: Vec<(String, String, exchange::BindSpec)>,
     /// Address rules: which names mean which kind of node (the OpenStack set by default).
     pub rules: Rules,
     /// Bytes of a durable queue's stored messages kept in memory; the rest waits on disk.
@@ -108,6 +110,8 @@ pub struct DeclaredQueue {
 /// What a queue's declaration record says besides its name (`props` in the store).
 const PROPS_DECLARED: &[u8] = b"declared";
 const PROPS_AUTO: &[u8] = b"auto";
+/// A durable subscription's queue (its binding is a separate object record).
+const PROPS_SUB: &[u8] = b"sub";
 
 /// Why an address could not be resolved.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -142,6 +146,7 @@ pub struct Broker {
     instance: u64,
     journal: Option<Arc<dyn Journal>>,
     exchanges: Mutex<HashMap<String, Arc<Exchange>>>,
+    subscriptions: Mutex<HashMap<subscription::SubscriptionId, subscription::Subscription>>,
 }
 
 /// What a link's address resolved to.
@@ -180,13 +185,23 @@ impl Broker {
         let memory = Arc::new(Memory::new(cfg.memory_budget));
         let mut queues = HashMap::new();
         let journal = store.as_ref().map(|(j, _)| Arc::clone(j));
+        // Durable subscriptions' queues by store id, and their binding records: bound again
+        // once the exchanges exist.
+        let mut sub_queues = HashMap::new();
+        let mut objects = Vec::new();
         if let Some((journal, recovery)) = store {
+            objects = recovery.objects;
             for rq in recovery.queues {
                 let declared = cfg.declared.iter().find(|d| d.name == rq.name);
                 // A queue no longer declared (or auto-created) keeps its messages, and goes
                 // away like an auto-created one once idle and empty.
                 let (kind, limits, policy) = match declared {
                     Some(d) => (QueueKind::Declared, d.limits, d.policy.clone()),
+                    None if rq.props == PROPS_SUB => (
+                        QueueKind::Subscription,
+                        cfg.default_limits,
+                        cfg.default_policy.clone(),
+                    ),
                     None => (
                         QueueKind::AutoCreated,
                         cfg.default_limits,
@@ -211,7 +226,11 @@ impl Broker {
                 if kind == QueueKind::AutoCreated {
                     q.mark_idle_now(Instant::now());
                 }
-                queues.insert(rq.name, Arc::new(q));
+                let q = Arc::new(q);
+                if kind == QueueKind::Subscription {
+                    sub_queues.insert(rq.id, Arc::clone(&q));
+                }
+                queues.insert(rq.name, q);
             }
         }
         for d in &cfg.declared {
@@ -246,16 +265,16 @@ impl Broker {
         for (name, spec) in &cfg.exchanges {
             exchanges.insert(name.clone(), Arc::new(Exchange::new(name.clone(), *spec)));
         }
-        for (ex, queue, key) in &cfg.bindings {
+        for (ex, queue, spec) in &cfg.bindings {
             let (Some(e), Some(q)) = (exchanges.get(ex), queues.get(queue)) else {
                 tracing::warn!(exchange = %ex, queue = %queue, "binding to an unknown exchange or queue ignored");
                 continue;
             };
-            if let Err(e) = e.bind(Arc::clone(q), key, None) {
+            if let Err(e) = e.bind(Arc::clone(q), spec.clone()) {
                 tracing::warn!(exchange = %ex, queue = %queue, error = %e, "binding refused");
             }
         }
-        Arc::new(Self {
+        let broker = Arc::new(Self {
             cfg,
             memory,
             queues: Mutex::new(queues),
@@ -264,7 +283,10 @@ impl Broker {
             instance,
             journal,
             exchanges: Mutex::new(exchanges),
-        })
+            subscriptions: Mutex::new(HashMap::new()),
+        });
+        broker.restore_subscriptions(sub_queues, objects);
+        broker
     }
 
     fn exchange_table(&self) -> MutexGuard<'_, HashMap<String, Arc<Exchange>>> {
@@ -331,29 +353,6 @@ impl Broker {
         }
     }
 
-    /// A subscription: a new queue of its own, bound to `exchange` with `key` (the
-    /// address's key, else everything the exchange type allows) and `selector` (filtered at
-    /// routing), and deleted with the link that asked for it.
-    pub fn subscribe(
-        &self,
-        exchange: &Arc<Exchange>,
-        key: Option<&str>,
-        selector: Option<Arc<selector::Selector>>,
-    ) -> Result<Arc<Queue>, (ErrorCondition, String)> {
-        let q = self
-            .create_dynamic(Lifetime::DeleteOnClose)
-            .map_err(|e| (e.condition(), e.to_string()))?;
-        let key = key.unwrap_or(match exchange.spec().ty {
-            ExchangeType::Topic => "#",
-            _ => "",
-        });
-        if let Err(e) = exchange.bind(Arc::clone(&q), key, selector) {
-            self.delete(q.name());
-            return Err((ErrorCondition::InvalidField, e.to_string()));
-        }
-        Ok(q)
-    }
-
     /// The store, if durable queues are kept.
     pub fn journal(&self) -> Option<&Arc<dyn Journal>> {
         self.journal.as_ref()
@@ -388,6 +387,7 @@ impl Broker {
             || !self.cfg.auto_create
             || address.is_empty()
             || address.starts_with(DYNAMIC_PREFIX)
+            || address.starts_with(subscription::SUBSCRIPTION_PREFIX)
         {
             return Err(ResolveError::NotFound(address.to_string()));
         }

@@ -162,6 +162,9 @@ pub enum QueueKind {
     AutoCreated,
     /// A dynamic node (§3.5.9), deleted by its lifetime policy.
     Dynamic(Lifetime),
+    /// A named subscription to an exchange (durable or shared): deleted when its receiver
+    /// closes it, or, if not durable, when its last receiver goes.
+    Subscription,
 }
 
 /// Lifetime policies (§3.5.10-§3.5.13).

@@ -1567,6 +1567,13 @@ impl<'m> MessageFields<'m> {
     }
 }
 
+impl MessageFields<'_> {
+    /// An application property by name, whatever JMS or annotation name it looks like.
+    pub fn application_property(&self, name: &str) -> Option<SelectorValue<'_>> {
+        self.application_properties()?.get(name)
+    }
+}
+
 impl Fields for MessageFields<'_> {
     fn get(&self, identifier: &str) -> Option<SelectorValue<'_>> {
         if let Some(key) = identifier.strip_prefix(ANNOTATION_PREFIX) {

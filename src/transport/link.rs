@@ -17,7 +17,8 @@ use tokio::sync::mpsc;
 
 use crate::broker::address::{self, Direction, Parsed, Unroutable};
 use crate::broker::exchange::Exchange;
-use crate::broker::selector::{self, Selector};
+use crate::broker::filter::{self, On};
+use crate::broker::subscription::{self, Named, SubscribeRequest, SubscriptionId};
 use crate::broker::{
     Broker, ConsumerId, Delivery, Lifetime, LinkNode, Outbound, Queue, Settlement,
 };
@@ -43,6 +44,8 @@ struct Producer {
 struct Consumer {
     queue: Arc<Queue>,
     creator: bool,
+    /// The named subscription it receives from, told when the link goes.
+    subscription: Option<SubscriptionId>,
     /// A drain in progress: (the peer's credit when the queue was asked, the capped credit
     /// the queue was given, the round number). The queue only sees up to the per-link cap,
     /// so running out of that is not the end of a drain while the peer's credit and
@@ -133,6 +136,9 @@ pub(super) struct Links {
     pub(super) acks: Arc<StoredAcks>,
     /// Drain requests numbered so far.
     drain_rounds: u64,
+    /// The peer's container-id (from its open): the identity of its subscriptions, and the
+    /// origin no-local filters compare.
+    container: Arc<str>,
 }
 
 /// Credit granted to a new producer link before its message size is known.
@@ -163,6 +169,7 @@ impl Links {
             staged: Vec::new(),
             acks: Arc::new(StoredAcks::default()),
             drain_rounds: 0,
+            container: Arc::from(""),
         }
     }
 
@@ -212,9 +219,9 @@ impl Links {
                     self.touched.insert(link);
                 }
             }
-            Event::Detached { link, .. } => self.on_detached(link),
+            Event::Detached { link, closed, .. } => self.on_detached(link, closed),
+            Event::Opened(open) => self.container = Arc::from(open.container_id.as_str()),
             Event::SenderState { .. }
-            | Event::Opened(_)
             | Event::SessionBegun(_)
             | Event::SessionEnded { .. }
             | Event::Attached { .. }
@@ -306,111 +313,174 @@ impl Links {
                 }
             }
             // The peer receives: a queue sends to it.
-            Role::Receiver => {
-                let Some(source) = attach.source.clone() else {
-                    return Self::refuse(
-                        engine,
-                        link,
-                        ErrorCondition::NotFound,
-                        "a receiver needs a source".into(),
-                    );
-                };
-                // A selector that does not parse refuses the link before any node is made.
-                let selector = match selector_filter(source.filter.as_ref()) {
-                    Ok(s) => s,
-                    Err(why) => {
-                        return Self::refuse(engine, link, ErrorCondition::InvalidField, why);
-                    }
-                };
-                let (queue, creator, mut echo) = if source.dynamic {
-                    match self
-                        .broker
-                        .create_dynamic(lifetime_of(source.dynamic_node_properties.as_ref()))
-                    {
-                        Ok(q) => {
-                            let mut echo = source.clone();
-                            echo.address = Some(Str::from(q.name()));
-                            (q, true, echo)
-                        }
-                        Err(e) => return Self::refuse(engine, link, e.condition(), e.to_string()),
-                    }
-                } else {
-                    let Some(address) = source.address.as_deref() else {
+            Role::Receiver => self.attach_receiver(engine, link, attach),
+        }
+    }
+
+    /// A receiver's attach: its source names a queue (consumed, or browsed with
+    /// distribution-mode copy), an exchange (a subscription queue of its own, named when
+    /// durable or shared), or asks for a dynamic node.
+    fn attach_receiver(&mut self, engine: &mut Connection, link: LinkId, attach: Attach) {
+        let source = match attach.source.clone() {
+            Some(source) => source,
+            // No source: a receiver looking up its named subscription (as JMS clients do
+            // to unsubscribe) gets it back as it was attached; otherwise refused.
+            None => {
+                let name = attach.name.as_str();
+                let found = self
+                    .broker
+                    .subscription_source(&SubscriptionId::new(&self.container, name, false))
+                    .or_else(|| {
+                        self.broker
+                            .subscription_source(&SubscriptionId::new("", name, true))
+                    });
+                match found {
+                    Some(source) => source,
+                    None => {
                         return Self::refuse(
                             engine,
                             link,
                             ErrorCondition::NotFound,
-                            "a receiver needs a source address".into(),
+                            "a receiver needs a source".into(),
                         );
-                    };
-                    match self.broker.resolve_link(
-                        Some(address),
-                        Direction::Consume,
-                        &source.capabilities,
-                    ) {
-                        Ok(LinkNode::Queue(q)) => (q, false, source.clone()),
-                        // A receiver on an exchange gets a subscription queue of its own,
-                        // bound with the address's key; its selector filters at routing.
-                        Ok(LinkNode::Exchange(ex, key)) => {
-                            match self.broker.subscribe(
-                                &ex,
-                                key.as_deref(),
-                                selector.as_ref().map(|(_, _, s)| Arc::clone(s)),
-                            ) {
-                                Ok(q) => (q, true, source.clone()),
-                                Err((condition, why)) => {
-                                    return Self::refuse(engine, link, condition, why);
-                                }
-                            }
-                        }
-                        Ok(LinkNode::Anonymous) => {
-                            return Self::refuse(
-                                engine,
-                                link,
-                                ErrorCondition::InvalidField,
-                                "a receiver needs a source address".into(),
-                            );
-                        }
-                        Err((condition, why)) => return Self::refuse(engine, link, condition, why),
                     }
-                };
-                // §3.5.7 distribution-mode copy: a browser, reading without consuming.
-                let browse = source
-                    .distribution_mode
-                    .as_ref()
-                    .is_some_and(|m| m.as_str() == ferry_codec::messaging::distribution_mode::COPY);
-                // §3.5.3: the reply carries the filters applied, and leaves out the others.
-                echo.filter = selector.as_ref().map(|(key, value, _)| {
-                    let mut applied = ferry_codec::definitions::Fields::new();
-                    applied.push(key.clone(), value.clone());
-                    applied
-                });
-                let reply = AttachReply {
-                    source: Some(echo),
-                    target: attach.target.clone(),
-                    max_message_size: Some(self.max_message_size),
-                    ..Default::default()
-                };
-                if engine.accept_attach(link, reply).is_ok() {
-                    let presettled = attach.snd_settle_mode == SenderSettleMode::Settled;
-                    queue.add_consumer(
-                        self.consumer_id(link),
-                        self.tx.clone(),
-                        presettled,
-                        attach.max_message_size.filter(|m| *m > 0),
-                        selector.map(|(_, _, s)| s),
-                        browse,
-                    );
-                    self.consumers.insert(
-                        link,
-                        Consumer {
-                            queue,
-                            creator,
-                            drain_round: None,
-                        },
-                    );
                 }
             }
+        };
+        // A selector that does not parse refuses the link before any node is made.
+        if let Err(why) = filter::parse(source.filter.as_ref(), On::Queue) {
+            return Self::refuse(engine, link, ErrorCondition::InvalidField, why);
+        }
+        let mut subscription = None;
+        let (queue, creator, mut echo, filters) = if source.dynamic {
+            match self
+                .broker
+                .create_dynamic(lifetime_of(source.dynamic_node_properties.as_ref()))
+            {
+                Ok(q) => {
+                    let mut echo = source.clone();
+                    echo.address = Some(Str::from(q.name()));
+                    let filters =
+                        filter::parse(source.filter.as_ref(), On::Queue).unwrap_or_default();
+                    (q, true, echo, filters)
+                }
+                Err(e) => return Self::refuse(engine, link, e.condition(), e.to_string()),
+            }
+        } else {
+            let Some(address) = source.address.as_deref() else {
+                return Self::refuse(
+                    engine,
+                    link,
+                    ErrorCondition::NotFound,
+                    "a receiver needs a source address".into(),
+                );
+            };
+            match self
+                .broker
+                .resolve_link(Some(address), Direction::Consume, &source.capabilities)
+            {
+                Ok(LinkNode::Queue(q)) => {
+                    let filters =
+                        filter::parse(source.filter.as_ref(), On::Queue).unwrap_or_default();
+                    (q, false, source.clone(), filters)
+                }
+                // A receiver on an exchange gets a subscription queue; its filters apply at
+                // routing.
+                Ok(LinkNode::Exchange(ex, key)) => {
+                    let filters =
+                        match filter::parse(source.filter.as_ref(), On::Exchange(ex.spec().ty)) {
+                            Ok(f) => f,
+                            Err(why) => {
+                                return Self::refuse(
+                                    engine,
+                                    link,
+                                    ErrorCondition::InvalidField,
+                                    why,
+                                );
+                            }
+                        };
+                    let (shared, global) = subscription::sharing(&source.capabilities);
+                    let durable =
+                        source.durable != ferry_codec::messaging::TerminusDurability::None;
+                    let named = (durable || shared).then(|| Named {
+                        id: SubscriptionId::new(&self.container, attach.name.as_str(), global),
+                        durable,
+                        shared,
+                        source: source.clone(),
+                    });
+                    subscription = named.as_ref().map(|n| n.id.clone());
+                    let request = SubscribeRequest {
+                        exchange: ex,
+                        key,
+                        filters: filters.clone(),
+                        container: Arc::clone(&self.container),
+                        named,
+                    };
+                    match self.broker.subscribe(request) {
+                        // The selector was applied at routing: the consumer takes everything
+                        // its queue holds (a re-attached subscription's earlier messages
+                        // included).
+                        Ok(q) => (
+                            q,
+                            subscription.is_none(),
+                            source.clone(),
+                            filter::Requested {
+                                selector: None,
+                                ..filters
+                            },
+                        ),
+                        Err((condition, why)) => {
+                            return Self::refuse(engine, link, condition, why);
+                        }
+                    }
+                }
+                Ok(LinkNode::Anonymous) => {
+                    return Self::refuse(
+                        engine,
+                        link,
+                        ErrorCondition::InvalidField,
+                        "a receiver needs a source address".into(),
+                    );
+                }
+                Err((condition, why)) => return Self::refuse(engine, link, condition, why),
+            }
+        };
+        // §3.5.7 distribution-mode copy: a browser, reading without consuming.
+        let browse = source
+            .distribution_mode
+            .as_ref()
+            .is_some_and(|m| m.as_str() == ferry_codec::messaging::distribution_mode::COPY);
+        // §3.5.3: the reply carries the filters applied, and leaves out the others.
+        echo.filter = (!filters.applied.0.is_empty()).then(|| filters.applied.clone());
+        let reply = AttachReply {
+            source: Some(echo),
+            target: attach.target.clone(),
+            max_message_size: Some(self.max_message_size),
+            ..Default::default()
+        };
+        if engine.accept_attach(link, reply).is_ok() {
+            let presettled = attach.snd_settle_mode == SenderSettleMode::Settled;
+            queue.add_consumer(
+                self.consumer_id(link),
+                self.tx.clone(),
+                presettled,
+                attach.max_message_size.filter(|m| *m > 0),
+                filters.selector,
+                browse,
+            );
+            self.consumers.insert(
+                link,
+                Consumer {
+                    queue,
+                    creator,
+                    subscription,
+                    drain_round: None,
+                },
+            );
+        } else if let Some(id) = subscription {
+            self.broker.receiver_gone(&id, false);
+        } else {
+            self.broker.check_lifetime(&queue, creator);
         }
     }
 
@@ -467,7 +537,10 @@ impl Links {
             let key = key
                 .or_else(|| props.as_ref().and_then(|p| p.subject))
                 .unwrap_or("");
-            (Route::Many(ex.route(message, key)), ex.unroutable())
+            (
+                Route::Many(ex.route(message, key, Some(&self.container))),
+                ex.unroutable(),
+            )
         };
         if let Some(q) = &p.queue {
             return Ok((Route::One(Arc::clone(q)), Unroutable::Release));
@@ -618,7 +691,8 @@ impl Links {
         self.refill(engine, link);
     }
 
-    fn on_detached(&mut self, link: LinkId) {
+    /// A link went away; `closed`: the peer closed it (a durable subscription then ends).
+    fn on_detached(&mut self, link: LinkId, closed: bool) {
         let now = Instant::now();
         if let Some(p) = self.producers.remove(&link) {
             self.starved.remove(&link);
@@ -632,6 +706,9 @@ impl Links {
             self.touched.remove(&link);
             c.queue.remove_consumer(self.consumer_id(link), now);
             self.broker.check_lifetime(&c.queue, c.creator);
+            if let Some(id) = &c.subscription {
+                self.broker.receiver_gone(id, closed);
+            }
         }
     }
 
@@ -703,7 +780,7 @@ impl Links {
             }
             Outbound::Detach { link, error } => {
                 let _ = engine.detach(link, true, Some(*error));
-                self.on_detached(link);
+                self.on_detached(link, true);
             }
         }
     }
@@ -843,7 +920,7 @@ impl Links {
             .copied()
             .collect();
         for link in links {
-            self.on_detached(link);
+            self.on_detached(link, false);
         }
     }
 }
@@ -868,37 +945,6 @@ fn settlement(state: Option<&DeliveryState>) -> Settlement {
         },
         Some(_) => Settlement::Released,
     }
-}
-
-/// The selector filter among a source's filters (under its symbolic name or its numeric
-/// descriptor, whatever the map key), parsed: `(key, filter, selector)`; `Err` with why if it
-/// does not parse. Other filters are not applied (and so not echoed).
-fn selector_filter(
-    filters: Option<&ferry_codec::definitions::Fields>,
-) -> Result<Option<(ferry_codec::types::Symbol, Value, Arc<Selector>)>, String> {
-    let Some(filters) = filters else {
-        return Ok(None);
-    };
-    for (key, value) in &filters.0 {
-        let Value::Described(d) = value else {
-            continue;
-        };
-        let is_selector = match &d.descriptor {
-            Value::Symbol(s) => s.as_str() == selector::FILTER_NAME,
-            Value::Ulong(code) => *code == selector::FILTER_CODE,
-            _ => false,
-        };
-        if !is_selector {
-            continue;
-        }
-        let Value::String(text) = &d.value else {
-            return Err("the selector filter's value must be a string".into());
-        };
-        let parsed =
-            Selector::parse(text.as_str()).map_err(|e| format!("invalid selector: {e}"))?;
-        return Ok(Some((key.clone(), value.clone(), Arc::new(parsed))));
-    }
-    Ok(None)
 }
 
 /// The lifetime policy asked for in dynamic-node-properties; delete-on-close by default.
