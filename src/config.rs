@@ -272,6 +272,10 @@ pub struct QueueLimits {
     pub dead_letter_queue: String,
     /// At max_length or max_bytes: "block", "reject-publish" or "drop-head".
     pub overflow: String,
+    /// How long a consumer holds an unsettled message before it goes back to the queue
+    /// (the claim TTL of task distribution); 0 means for as long as the link lives.
+    #[serde(deserialize_with = "de_duration")]
+    pub lock_duration: Duration,
 }
 
 impl Default for QueueLimits {
@@ -283,6 +287,7 @@ impl Default for QueueLimits {
             max_delivery_count: 0,
             dead_letter_queue: String::new(),
             overflow: "block".into(),
+            lock_duration: Duration::ZERO,
         }
     }
 }
@@ -317,6 +322,9 @@ pub struct QueueDecl {
     /// At its limits: "block", "reject-publish" or "drop-head".
     #[serde(default)]
     pub overflow: Option<String>,
+    /// How long a consumer may hold an unsettled message (0: no limit).
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub lock_duration: Option<Duration>,
 }
 
 fn yes() -> bool {
@@ -341,6 +349,7 @@ impl QueueDecl {
                 .overflow
                 .clone()
                 .unwrap_or_else(|| defaults.overflow.clone()),
+            lock_duration: self.lock_duration.unwrap_or(defaults.lock_duration),
         }
     }
 }

@@ -190,6 +190,7 @@ fn policy(l: &ferry::config::QueueLimits) -> QueuePolicy {
             "drop-head" => Overflow::DropHead,
             _ => Overflow::Block,
         },
+        lock_duration: (!l.lock_duration.is_zero()).then_some(l.lock_duration),
     }
 }
 

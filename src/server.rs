@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
-use crate::broker::{Broker, BrokerConfig};
+use crate::broker::{Broker, BrokerConfig, timers};
 use crate::proto::ConnectionConfig;
 use crate::store::file::FsStorage;
 use crate::store::{Journal, Store, StoreConfig};
@@ -207,11 +207,22 @@ async fn accept_loop(listener: TcpListener, ctx: ConnectionContext, max_connecti
     while connections.join_next().await.is_some() {}
 }
 
+/// Fires lock and schedule deadlines every [`timers::TICK`], and sweeps (expiry, idle
+/// queues) every second.
 async fn housekeeping(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut tick = tokio::time::interval(timers::TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let sweep_every = (Duration::from_secs(1).as_millis() / timers::TICK.as_millis()).max(1);
+    let mut n: u128 = 0;
     loop {
         tokio::select! {
-            _ = tick.tick() => broker.sweep(std::time::Instant::now()),
+            _ = tick.tick() => {
+                broker.fire_timers();
+                n += 1;
+                if n % sweep_every == 0 {
+                    broker.sweep(std::time::Instant::now());
+                }
+            }
             _ = shutdown.changed() => return,
         }
     }

@@ -11,6 +11,7 @@ mod memory;
 mod queue;
 pub mod selector;
 pub mod subscription;
+pub mod timers;
 pub mod topic;
 
 use std::collections::HashMap;
@@ -22,9 +23,9 @@ use ferry_codec::definitions::ErrorCondition;
 
 pub use memory::Memory;
 pub use queue::{
-    ConsumerId, DEADLETTER_DESCRIPTION, DEADLETTER_REASON, DEADLETTER_SOURCE, Delivery, Durability,
-    Lifetime, Outbound, Overflow, Queue, QueueKind, QueueLimits, QueuePolicy, QueueStats,
-    Settlement,
+    ConsumerId, DEADLETTER_DESCRIPTION, DEADLETTER_REASON, DEADLETTER_SOURCE, DELIVERY_DELAY,
+    DELIVERY_TIME, Delivery, Durability, Lifetime, Outbound, Overflow, Queue, QueueKind,
+    QueueLimits, QueuePolicy, QueueStats, SCHEDULED_ENQUEUE_TIME, Settlement,
 };
 
 use crate::store::{Journal, Op, Recovery};
@@ -147,6 +148,8 @@ pub struct Broker {
     journal: Option<Arc<dyn Journal>>,
     exchanges: Mutex<HashMap<String, Arc<Exchange>>>,
     subscriptions: Mutex<HashMap<subscription::SubscriptionId, subscription::Subscription>>,
+    /// Deadlines of locks and scheduled messages, fired by housekeeping every [`timers::TICK`].
+    timers: Arc<timers::Timers>,
 }
 
 /// What a link's address resolved to.
@@ -183,6 +186,7 @@ impl Broker {
     /// with their messages, then the declared queues not already among them are created.
     pub fn with_store(cfg: BrokerConfig, store: Option<(Arc<dyn Journal>, Recovery)>) -> Arc<Self> {
         let memory = Arc::new(Memory::new(cfg.memory_budget));
+        let timers = Arc::new(timers::Timers::default());
         let mut queues = HashMap::new();
         let journal = store.as_ref().map(|(j, _)| Arc::clone(j));
         // Durable subscriptions' queues by store id, and their binding records: bound again
@@ -208,7 +212,8 @@ impl Broker {
                         cfg.default_policy.clone(),
                     ),
                 };
-                let dlq = dead_letter_queue(&cfg, &memory, Some(&journal), &mut queues, &policy);
+                let dlq =
+                    dead_letter_queue(&cfg, &memory, &timers, Some(&journal), &mut queues, &policy);
                 let q = Queue::with_durability(
                     rq.name.clone(),
                     kind,
@@ -220,13 +225,15 @@ impl Broker {
                         page_above: cfg.page_above,
                     }),
                 )
-                .with_policy(policy, dlq);
+                .with_policy(policy, dlq)
+                .with_timers(Arc::clone(&timers));
                 tracing::info!(queue = %rq.name, messages = rq.messages.len(), "durable queue recovered");
                 q.restore(rq.messages);
                 if kind == QueueKind::AutoCreated {
                     q.mark_idle_now(Instant::now());
                 }
                 let q = Arc::new(q);
+                q.start_timers();
                 if kind == QueueKind::Subscription {
                     sub_queues.insert(rq.id, Arc::clone(&q));
                 }
@@ -241,7 +248,14 @@ impl Broker {
                 .as_ref()
                 .filter(|_| d.durable)
                 .map(|j| declare(j, &d.name, PROPS_DECLARED, cfg.page_above));
-            let dlq = dead_letter_queue(&cfg, &memory, journal.as_ref(), &mut queues, &d.policy);
+            let dlq = dead_letter_queue(
+                &cfg,
+                &memory,
+                &timers,
+                journal.as_ref(),
+                &mut queues,
+                &d.policy,
+            );
             queues.insert(
                 d.name.clone(),
                 Arc::new(
@@ -252,7 +266,8 @@ impl Broker {
                         Arc::clone(&memory),
                         durability,
                     )
-                    .with_policy(d.policy.clone(), dlq),
+                    .with_policy(d.policy.clone(), dlq)
+                    .with_timers(Arc::clone(&timers)),
                 ),
             );
         }
@@ -284,6 +299,7 @@ impl Broker {
             journal,
             exchanges: Mutex::new(exchanges),
             subscriptions: Mutex::new(HashMap::new()),
+            timers,
         });
         broker.restore_subscriptions(sub_queues, objects);
         broker
@@ -403,6 +419,7 @@ impl Broker {
         let dlq = dead_letter_queue(
             &self.cfg,
             &self.memory,
+            &self.timers,
             self.journal.as_ref(),
             &mut queues,
             &policy,
@@ -415,7 +432,8 @@ impl Broker {
                 Arc::clone(&self.memory),
                 durability,
             )
-            .with_policy(policy, dlq),
+            .with_policy(policy, dlq)
+            .with_timers(Arc::clone(&self.timers)),
         );
         queues.insert(address.to_string(), Arc::clone(&q));
         tracing::debug!(queue = address, "queue auto-created");
@@ -430,12 +448,15 @@ impl Broker {
         }
         let n = self.next_dynamic.fetch_add(1, Ordering::Relaxed);
         let address = format!("{DYNAMIC_PREFIX}{:016x}.{n}", self.instance);
-        let q = Arc::new(Queue::new(
-            address.clone(),
-            QueueKind::Dynamic(lifetime),
-            self.cfg.default_limits,
-            Arc::clone(&self.memory),
-        ));
+        let q = Arc::new(
+            Queue::new(
+                address.clone(),
+                QueueKind::Dynamic(lifetime),
+                self.cfg.default_limits,
+                Arc::clone(&self.memory),
+            )
+            .with_timers(Arc::clone(&self.timers)),
+        );
         queues.insert(address, Arc::clone(&q));
         Ok(q)
     }
@@ -512,6 +533,12 @@ impl Broker {
         }
     }
 
+    /// Fires due lock and schedule deadlines (housekeeping calls this every
+    /// [`timers::TICK`]).
+    pub fn fire_timers(&self) -> usize {
+        self.timers.fire(queue::now_ms())
+    }
+
     /// Number of queues.
     pub fn queue_count(&self) -> usize {
         self.registry().len()
@@ -539,6 +566,7 @@ fn declare(journal: &Arc<dyn Journal>, name: &str, props: &[u8], page_above: usi
 fn dead_letter_queue(
     cfg: &BrokerConfig,
     memory: &Arc<Memory>,
+    timers: &Arc<timers::Timers>,
     journal: Option<&Arc<dyn Journal>>,
     queues: &mut HashMap<String, Arc<Queue>>,
     policy: &QueuePolicy,
@@ -550,13 +578,16 @@ fn dead_letter_queue(
     let durability = journal
         .filter(|_| cfg.auto_create_durable)
         .map(|j| declare(j, name, PROPS_DECLARED, cfg.page_above));
-    let q = Arc::new(Queue::with_durability(
-        name.to_string(),
-        QueueKind::Declared,
-        cfg.default_limits,
-        Arc::clone(memory),
-        durability,
-    ));
+    let q = Arc::new(
+        Queue::with_durability(
+            name.to_string(),
+            QueueKind::Declared,
+            cfg.default_limits,
+            Arc::clone(memory),
+            durability,
+        )
+        .with_timers(Arc::clone(timers)),
+    );
     queues.insert(name.to_string(), Arc::clone(&q));
     Some(q)
 }

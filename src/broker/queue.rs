@@ -50,6 +50,14 @@ pub enum Outbound {
         /// an earlier request still in the channel must not answer a newer one.
         round: u64,
     },
+    /// The lock on an unsettled delivery ran out: settle it toward the consumer as
+    /// `released` and ignore any later outcome; the queue has the message back.
+    LockExpired {
+        /// The consumer link.
+        link: LinkId,
+        /// The queue's entry id (as in [`Delivery::entry`]).
+        entry: u64,
+    },
     /// Detach `link` with `error` (its queue was deleted).
     Detach {
         /// The link.
@@ -123,6 +131,9 @@ pub struct QueuePolicy {
     pub dead_letter_queue: Option<String>,
     /// What happens when the queue is at its `max_length` or `max_bytes`.
     pub overflow: Overflow,
+    /// How long a consumer holds an unsettled message before it returns to the queue (with
+    /// delivery-count + 1) for another consumer; `None`: as long as the link lives.
+    pub lock_duration: Option<std::time::Duration>,
 }
 
 /// A full queue's behaviour.
@@ -204,6 +215,8 @@ struct Entry {
     priority: u8,
     /// Consumers this message must not go to again (modified undeliverable-here).
     excluded: Vec<ConsumerId>,
+    /// While delivered unsettled under a lock: when the lock runs out (ms); else 0.
+    locked_until: u64,
 }
 
 impl Entry {
@@ -284,12 +297,40 @@ struct State {
     restored_expiry: IdMap<u64, u64>,
     /// Some message jumped ahead by priority, so `ready` is not in id order.
     mixed_priorities: bool,
+    /// Messages held until their scheduled time, by (due ms, entry id).
+    scheduled: std::collections::BTreeMap<(u64, u64), Entry>,
+    /// Unacked entries under a lock, by (lock end ms, entry id).
+    locks: std::collections::BTreeSet<(u64, u64)>,
+    /// Expired locks whose consumer's channel was full: told again on the next tick.
+    lock_notices: Vec<(ConsumerId, u64)>,
+    /// The earliest deadline armed with the broker's timers (0: none).
+    armed: u64,
 }
 
 impl State {
-    /// Messages waiting for a consumer, wherever they are.
+    /// Messages waiting for a consumer, wherever they are (scheduled ones included).
     fn waiting(&self) -> usize {
-        self.ready.len() + self.restored.len() + self.cold as usize
+        self.ready.len() + self.restored.len() + self.cold as usize + self.scheduled.len()
+    }
+
+    /// Takes an entry off the unacked map, and its lock off the lock index.
+    fn take_unacked(&mut self, entry: u64) -> Option<(Entry, ConsumerId)> {
+        let (mut e, c) = self.unacked.remove(&entry)?;
+        if e.locked_until != 0 {
+            self.locks.remove(&(e.locked_until, e.id));
+            e.locked_until = 0;
+        }
+        Some((e, c))
+    }
+
+    /// The earliest lock end or scheduled time, if any.
+    fn next_deadline(&self) -> Option<u64> {
+        let lock = self.locks.first().map(|(t, _)| *t);
+        let due = self.scheduled.keys().next().map(|(t, _)| *t);
+        match (lock, due) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 }
 
@@ -325,6 +366,8 @@ pub struct Queue {
     dead_lettered: std::sync::atomic::AtomicU64,
     /// Dead letters dropped: no dead-letter queue, or already dead-lettered once (no loops).
     dead_dropped: std::sync::atomic::AtomicU64,
+    /// Where locks and schedules arm their deadlines (none: neither is honoured in time).
+    timers: Option<Arc<super::timers::Timers>>,
 }
 
 /// Bytes a durable queue's store may have waiting to be written before its producers get
@@ -360,7 +403,89 @@ impl Queue {
             dead_letter: None,
             dead_lettered: std::sync::atomic::AtomicU64::new(0),
             dead_dropped: std::sync::atomic::AtomicU64::new(0),
+            timers: None,
         }
+    }
+
+    /// Sets the broker's timers, which fire lock expiry and scheduled delivery.
+    pub(crate) fn with_timers(mut self, timers: Arc<super::timers::Timers>) -> Self {
+        self.timers = Some(timers);
+        self
+    }
+
+    /// Arms the queue's earliest deadline if it is earlier than the one armed.
+    fn arm(self: &Arc<Self>, s: &mut State) {
+        let Some(next) = s.next_deadline() else {
+            return;
+        };
+        let next = if s.lock_notices.is_empty() {
+            next
+        } else {
+            next.min(now_ms() + super::timers::TICK.as_millis() as u64)
+        };
+        if s.armed != 0 && s.armed <= next {
+            return;
+        }
+        if let Some(t) = &self.timers {
+            s.armed = next;
+            t.arm(next, self);
+        }
+    }
+
+    /// Arms the deadlines of messages restored at start-up (scheduled ones).
+    pub(crate) fn start_timers(self: &Arc<Self>) {
+        let mut s = self.lock();
+        self.arm(&mut s);
+    }
+
+    /// A deadline passed: expired locks give their messages back (delivery-count + 1, the
+    /// consumer told to settle the delivery as released), and scheduled messages that are
+    /// due join the queue.
+    pub fn on_timer(self: &Arc<Self>, now: u64) {
+        let mut s = self.lock();
+        s.armed = 0;
+        let mut ops = Vec::new();
+        let mut notices = std::mem::take(&mut s.lock_notices);
+        while let Some(&(t, id)) = s.locks.first() {
+            if t > now {
+                break;
+            }
+            s.locks.pop_first();
+            let Some((mut e, consumer)) = s.unacked.remove(&id) else {
+                continue;
+            };
+            e.locked_until = 0;
+            tracing::debug!(queue = %self.name, entry = id, "lock expired");
+            notices.push((consumer, id));
+            self.rewrite(&mut s, &mut e, true, None, &mut ops);
+            self.requeue_or_kill(&mut s, e);
+        }
+        for (consumer, entry) in notices {
+            let Some(c) = s.consumers.iter().find(|c| c.id == consumer) else {
+                continue;
+            };
+            let notice = Outbound::LockExpired {
+                link: consumer.link,
+                entry,
+            };
+            if c.tx.try_send(notice).is_err() && !c.tx.is_closed() {
+                s.lock_notices.push((consumer, entry));
+            }
+        }
+        while let Some(entry) = s.scheduled.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let mut e = entry.remove();
+            // It joins the queue now: behind what is already there at its level.
+            e.id = s.next_entry;
+            s.next_entry += 1;
+            Self::push(&mut s, e);
+        }
+        self.journal(|_| ops);
+        self.arm(&mut s);
+        self.dispatch(&mut s);
+        self.finish(s);
     }
 
     /// Sets the expiry and dead-letter policy, with the dead-letter queue resolved.
@@ -397,7 +522,47 @@ impl Queue {
     /// until a consumer is about to get them.
     pub(crate) fn restore(&self, messages: Vec<RecoveredMessage>) {
         let mut s = self.lock();
+        let now = now_ms();
         for m in messages {
+            // Still scheduled: read now and held in memory until due (see `start_timers`).
+            if m.meta.scheduled > now
+                && let Some(d) = &self.durable
+            {
+                let read = d
+                    .journal
+                    .read(m.msg)
+                    .map_err(|e| e.to_string())
+                    .and_then(|b| Message::decode(b).map_err(|e| e.to_string()));
+                match read {
+                    Ok(message) => {
+                        let message = restored(message, m.delivery_count, &m.annotations);
+                        let id = s.next_entry;
+                        s.next_entry += 1;
+                        s.bytes += message.len();
+                        self.memory.charge(message.len());
+                        s.scheduled.insert(
+                            (m.meta.scheduled, id),
+                            Entry {
+                                id,
+                                priority: priority_of(&message),
+                                message,
+                                stored: Some(m.msg),
+                                expires: m.meta.expiry,
+                                excluded: Vec::new(),
+                                locked_until: 0,
+                            },
+                        );
+                    }
+                    Err(why) => {
+                        tracing::error!(queue = %self.name, msg = m.msg, why, "a stored scheduled message cannot be read; it is dropped");
+                        d.journal.submit(vec![Op::Settle {
+                            queue: d.id,
+                            msg: m.msg,
+                        }]);
+                    }
+                }
+                continue;
+            }
             if !m.annotations.is_empty() {
                 s.restored_annotations.insert(m.msg, m.annotations);
             }
@@ -529,18 +694,27 @@ impl Queue {
         if self.policy.overflow == Overflow::RejectPublish && self.over_limit(&s, len) {
             return Err(ErrorCondition::ResourceLimitExceeded);
         }
-        let (expires, priority) = arrival_of(&message, self.policy.message_ttl);
+        let now = now_ms();
+        let Arrival {
+            expires,
+            priority,
+            due,
+        } = arrival_of(&message, self.policy.message_ttl, now);
+        // Scheduled messages wait in memory (and in the store), never paged out, so they can
+        // join the queue the moment they are due.
+        let scheduled = due > now;
         if let (Some(msg), Some(d)) = (stored, &self.durable) {
-            let cold = !s.restored.is_empty()
-                || s.cold > 0
-                || s.bytes + len > d.page_above
-                || self.memory.available() < len;
+            let cold = !scheduled
+                && (!s.restored.is_empty()
+                    || s.cold > 0
+                    || s.bytes + len > d.page_above
+                    || self.memory.available() < len);
             d.journal.submit(vec![Op::Enqueue {
                 msg,
                 meta: crate::store::Meta {
                     expiry: expires,
                     priority,
-                    ..Default::default()
+                    scheduled: if scheduled { due } else { 0 },
                 },
                 refs: vec![crate::store::Ref {
                     queue: d.id,
@@ -558,13 +732,13 @@ impl Queue {
             }
         }
         // Stored messages must not pin the read buffers they arrived in (see COMPACT_BELOW).
-        self.admit(
-            &mut s,
-            message.compacted(COMPACT_BELOW),
-            stored,
-            expires,
-            priority,
-        );
+        let message = message.compacted(COMPACT_BELOW);
+        if scheduled {
+            self.hold(&mut s, message, stored, expires, priority, due);
+            self.finish(s);
+            return Ok(false);
+        }
+        self.admit(&mut s, message, stored, expires, priority);
         if self.policy.overflow == Overflow::DropHead {
             // The oldest go (to the dead-letter queue) until the newest fits.
             while s.ready.len() > 1 && self.over_limit(&s, 0) {
@@ -825,7 +999,7 @@ impl Queue {
             .map(|(k, _)| *k)
             .collect();
         for k in ids {
-            if let Some((entry, _)) = s.unacked.remove(&k) {
+            if let Some((entry, _)) = s.take_unacked(k) {
                 returned.push(entry);
             }
         }
@@ -898,7 +1072,7 @@ impl Queue {
     /// Applies a consumer's outcome to a delivered message.
     pub fn settle(self: &Arc<Self>, entry: u64, outcome: Settlement, now: Instant) {
         let mut s = self.lock();
-        let Some((mut e, consumer)) = s.unacked.remove(&entry) else {
+        let Some((mut e, consumer)) = s.take_unacked(entry) else {
             return;
         };
         match outcome {
@@ -1082,6 +1256,35 @@ impl Queue {
         }
     }
 
+    /// Keeps a message until `due` (ms), in memory, counted against the limits.
+    fn hold(
+        self: &Arc<Self>,
+        s: &mut State,
+        message: Message,
+        stored: Option<u64>,
+        expires: u64,
+        priority: u8,
+        due: u64,
+    ) {
+        let id = s.next_entry;
+        s.next_entry += 1;
+        s.bytes += message.len();
+        self.memory.charge(message.len());
+        s.scheduled.insert(
+            (due, id),
+            Entry {
+                id,
+                message,
+                stored,
+                expires,
+                priority,
+                excluded: Vec::new(),
+                locked_until: 0,
+            },
+        );
+        self.arm(s);
+    }
+
     fn push_loaded(&self, s: &mut State, message: Message, msg: u64, expires: u64) {
         let priority = priority_of(&message);
         self.admit(s, message, Some(msg), expires, priority);
@@ -1110,6 +1313,7 @@ impl Queue {
                 expires,
                 priority,
                 excluded: Vec::new(),
+                locked_until: 0,
             },
         );
     }
@@ -1118,7 +1322,7 @@ impl Queue {
     /// the queue unchanged, and the consumer's credit as the engine sees it.
     pub fn undeliverable(&self, entry: u64, consumer: ConsumerId, credit: u32) {
         let mut s = self.lock();
-        if let Some((e, _)) = s.unacked.remove(&entry) {
+        if let Some((e, _)) = s.take_unacked(entry) {
             Self::requeue(&mut s, e);
         }
         if let Some(c) = s.consumers.iter_mut().find(|c| c.id == consumer) {
@@ -1150,6 +1354,7 @@ impl Queue {
                 stored: None,
                 expires: 0,
                 excluded: Vec::new(),
+                locked_until: 0,
             },
         );
         if let Some((id, credit)) = consumer
@@ -1192,6 +1397,9 @@ impl Queue {
         let held = s.bytes;
         s.ready.clear();
         s.unacked.clear();
+        s.scheduled.clear();
+        s.locks.clear();
+        s.lock_notices.clear();
         s.restored.clear();
         s.restored_annotations.clear();
         s.restored_expiry.clear();
@@ -1261,6 +1469,12 @@ impl Queue {
             let kept = if presettled {
                 Some(entry)
             } else {
+                let mut entry = entry;
+                if let Some(d) = self.policy.lock_duration {
+                    let until = now_ms().saturating_add(d.as_millis() as u64);
+                    entry.locked_until = until;
+                    s.locks.insert((until, entry_id));
+                }
                 s.unacked.insert(entry_id, (entry, id));
                 None
             };
@@ -1279,13 +1493,16 @@ impl Queue {
                 }
             } else {
                 // The connection is gone or behind: take the message back, stop offering.
-                if let Some(e) = kept.or_else(|| s.unacked.remove(&entry_id).map(|(e, _)| e)) {
+                if let Some(e) = kept.or_else(|| s.take_unacked(entry_id).map(|(e, _)| e)) {
                     Self::requeue(s, e);
                 }
                 if let Some(c) = s.consumers.get_mut(i) {
                     c.credit = 0;
                 }
             }
+        }
+        if self.policy.lock_duration.is_some() {
+            self.arm(s);
         }
         // Drain: a consumer that asked to drain and still has credit has seen everything it
         // may take.
@@ -1437,26 +1654,95 @@ pub(crate) fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// When a message arriving now expires (ms since the epoch; 0 for never), computed once on
-/// arrival (§3.2.1, §3.2.4): `properties.absolute-expiry-time` wins over `header.ttl`, and
-/// either over the queue's `default`; and its priority (one header decode for both).
-fn arrival_of(message: &Message, default: Option<std::time::Duration>) -> (u64, u8) {
+/// What a queue works out about a message once, when it arrives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Arrival {
+    /// When it expires (ms since the epoch; 0 for never).
+    expires: u64,
+    /// Its priority, 0 to 9.
+    priority: u8,
+    /// When it may first be delivered (ms since the epoch; 0 or past: at once).
+    due: u64,
+}
+
+/// Annotations that hold a message back: an absolute time (timestamp or ms since the epoch)
+/// under either name, or a delay in ms from arrival.
+pub const SCHEDULED_ENQUEUE_TIME: &str = "x-opt-scheduled-enqueue-time";
+/// Artemis's name for the same absolute time.
+pub const DELIVERY_TIME: &str = "x-opt-delivery-time";
+/// Artemis's delay, in ms from arrival.
+pub const DELIVERY_DELAY: &str = "x-opt-delivery-delay";
+
+/// A message's expiry, priority and scheduled time as of its arrival at `now` (§3.2.1,
+/// §3.2.4): `properties.absolute-expiry-time` wins over `header.ttl`, and either over the
+/// queue's `default`. One exception: an absolute time already past on arrival, on a message
+/// whose ttl says it is alive, is the sender's clock being wrong, and the ttl (counted from
+/// arrival here, §3.2.1) is used. oslo.messaging sends exactly that: a ttl with an
+/// "absolute" time computed from the monotonic clock, i.e. seconds since boot.
+/// One header decode serves expiry and priority; the annotations are decoded only if the
+/// message has any.
+fn arrival_of(message: &Message, default: Option<std::time::Duration>, now: u64) -> Arrival {
     let header = message.header().unwrap_or_default();
     let priority = header.priority.min(9);
+    let due = scheduled_of(message, now);
     if let Ok(Some(p)) = message.properties()
         && let Some(t) = p.absolute_expiry_time
     {
-        return (u64::try_from(t.0).unwrap_or(0).max(1), priority);
+        let at = u64::try_from(t.0).unwrap_or(0).max(1);
+        if at > now || header.ttl.is_none() {
+            return Arrival {
+                expires: at,
+                priority,
+                due,
+            };
+        }
     }
     let ttl = header
         .ttl
         .map(|ms| std::time::Duration::from_millis(u64::from(ms)))
         .or(default);
     let expires = match ttl {
-        Some(ttl) => now_ms().saturating_add(ttl.as_millis() as u64),
+        Some(ttl) => now.saturating_add(ttl.as_millis() as u64),
         None => 0,
     };
-    (expires, priority)
+    Arrival {
+        expires,
+        priority,
+        due,
+    }
+}
+
+/// When a message asks to be delivered first (ms since the epoch), 0 if it does not.
+fn scheduled_of(message: &Message, now: u64) -> u64 {
+    if message.index().message_annotations.is_none() {
+        return 0;
+    }
+    let Ok(Some(annotations)) = message.message_annotations() else {
+        return 0;
+    };
+    let millis = |v: &Value| -> Option<i64> {
+        match *v {
+            Value::Timestamp(t) => Some(t.0),
+            Value::Long(v) => Some(v),
+            Value::Ulong(v) => i64::try_from(v).ok(),
+            Value::Int(v) => Some(i64::from(v)),
+            Value::Uint(v) => Some(i64::from(v)),
+            _ => None,
+        }
+    };
+    let mut due = 0u64;
+    for (k, v) in &annotations.0 {
+        let (Value::Symbol(k), Some(ms)) = (k, millis(v)) else {
+            continue;
+        };
+        let at = match k.as_str() {
+            SCHEDULED_ENQUEUE_TIME | DELIVERY_TIME => u64::try_from(ms).unwrap_or(0),
+            DELIVERY_DELAY => now.saturating_add(u64::try_from(ms).unwrap_or(0)),
+            _ => continue,
+        };
+        due = due.max(at);
+    }
+    due
 }
 
 /// A message's priority for delivery order: `header.priority`, 4 when absent, above 9 as 9.
@@ -1505,6 +1791,36 @@ mod tests {
         fn page_in(&self, _: u32, _: usize, _: usize) -> Result<Vec<Paged>, ReadError> {
             Ok(Vec::new())
         }
+    }
+
+    #[test]
+    fn an_absolute_expiry_in_the_past_with_a_ttl_counts_from_arrival() {
+        use ferry_codec::messaging::{Data, Properties, Section};
+        use ferry_codec::types::Timestamp;
+        let now = now_ms();
+        let make = |ttl: Option<u32>, at: i64| {
+            Message::from_sections(&[
+                Section::Header(Header {
+                    ttl,
+                    ..Header::default()
+                }),
+                Section::Properties(Properties {
+                    absolute_expiry_time: Some(Timestamp(at)),
+                    ..Properties::default()
+                }),
+                Section::Data(Data(bytes::Bytes::from_static(b"x"))),
+            ])
+            .unwrap()
+        };
+        // oslo.messaging's shape: ttl 20 s, "absolute" time in 1970 (seconds since boot).
+        let oslo = arrival_of(&make(Some(20_000), 29_207_000), None, now);
+        assert_eq!(oslo.expires, now + 20_000);
+        // A future absolute time still wins over the ttl.
+        let sooner = arrival_of(&make(Some(60_000), now as i64 + 300), None, now);
+        assert_eq!(sooner.expires, now + 300);
+        // A past absolute time alone means expired.
+        let past = arrival_of(&make(None, 29_207_000), None, now);
+        assert_eq!(past.expires, 29_207_000);
     }
 
     #[test]

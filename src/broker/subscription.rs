@@ -359,6 +359,7 @@ impl Broker {
         let dlq = dead_letter_queue(
             &self.cfg,
             &self.memory,
+            &self.timers,
             self.journal.as_ref(),
             &mut queues,
             &policy,
@@ -371,7 +372,8 @@ impl Broker {
                 Arc::clone(&self.memory),
                 durability,
             )
-            .with_policy(policy, dlq),
+            .with_policy(policy, dlq)
+            .with_timers(Arc::clone(&self.timers)),
         );
         queues.insert(id.as_str().to_string(), Arc::clone(&q));
         Ok(q)

@@ -2225,11 +2225,27 @@ impl Connection {
                     );
                 }
             }
-            // The peer is the sender: it settled deliveries we received.
+            // The peer is the sender: it settled deliveries we received (a broker giving up
+            // on one, say); reported so the application stops waiting to settle them.
             Role::Sender => {
                 if d.settled {
-                    for (id, _) in Session::ids_in_range(&s.unsettled_in, d.first, last) {
+                    for (id, link) in Session::ids_in_range(&s.unsettled_in, d.first, last) {
                         s.unsettled_in.remove(&id);
+                        // One still arriving was never reported; its settlement is not either.
+                        let partial = self
+                            .links
+                            .get(&link)
+                            .and_then(|l| l.partial.as_ref())
+                            .is_some_and(|p| p.delivery_id.0 == id);
+                        if partial {
+                            continue;
+                        }
+                        self.events.push_back(Event::Disposition {
+                            link,
+                            delivery_id: SequenceNo(id),
+                            state: d.state.clone(),
+                            settled: true,
+                        });
                     }
                 }
             }

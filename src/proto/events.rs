@@ -91,11 +91,12 @@ pub enum Event {
     },
     /// A complete message arrived.
     Delivery(Box<IncomingDelivery>),
-    /// The peer updated the state of one of our outgoing deliveries.
+    /// The peer updated the state of one of our outgoing deliveries, or (as sender) settled
+    /// one it sent us that we had not settled yet.
     Disposition {
         /// The link it was sent on.
         link: LinkId,
-        /// The delivery-id we gave it.
+        /// Its delivery-id.
         delivery_id: SequenceNo,
         /// The new state.
         state: Option<DeliveryState>,

@@ -1267,6 +1267,9 @@ struct Harness<'a> {
     sent: Vec<Sent>,
     /// Sent deliveries by (side, link, the number `send` returned).
     sent_index: HashMap<(usize, LinkId, u32), usize>,
+    /// Unsettled deliveries each side received, by (side, link, delivery-id): the sender may
+    /// settle them, which the receiving engine reports as a disposition.
+    peer_settles: std::collections::HashSet<(usize, LinkId, u32)>,
     /// Received deliveries by (side, link, delivery-id).
     received_index: HashMap<(usize, LinkId, u32), usize>,
     sasl_ok: bool,
@@ -1332,6 +1335,7 @@ impl<'a> Harness<'a> {
             wire: Some(Wire::new()),
             sent: Vec::new(),
             sent_index: HashMap::new(),
+            peer_settles: std::collections::HashSet::new(),
             received_index: HashMap::new(),
             sasl_ok: c0 & 0x80 == 0,
             trace: false,
@@ -1529,6 +1533,16 @@ impl<'a> Harness<'a> {
                 settled,
                 ..
             } => {
+                if self.peer_settles.contains(&(side, link, delivery_id.0)) {
+                    // The sender settled a delivery this side received.
+                    assert!(settled, "{who} got an unsettled update from the sender");
+                    self.peer_settles.remove(&(side, link, delivery_id.0));
+                    self.ends[side]
+                        .app
+                        .received
+                        .retain(|(l, id)| (*l, *id) != (link, delivery_id));
+                    return;
+                }
                 if checking {
                     let seq = *self
                         .sent_index
@@ -1587,6 +1601,7 @@ impl<'a> Harness<'a> {
     fn on_delivery(&mut self, side: usize, d: IncomingDelivery) {
         let who = SIDE[side];
         if !d.settled {
+            self.peer_settles.insert((side, d.link, d.delivery_id.0));
             let received = &mut self.ends[side].app.received;
             if received.len() >= 32 {
                 received.remove(0);

@@ -778,6 +778,23 @@ impl Links {
                 }
                 let _ = engine.drained(link);
             }
+            Outbound::LockExpired { link, entry } => {
+                // §3.4: we settle the delivery ourselves (released); whatever the consumer
+                // says about it later finds nothing and is ignored.
+                let found = self
+                    .inflight
+                    .iter()
+                    .find(|((l, _), (_, e))| *l == link && *e == entry)
+                    .map(|(k, _)| *k);
+                if let Some(key) = found {
+                    self.inflight.remove(&key);
+                    let _ = engine.settle_outgoing(
+                        link,
+                        SequenceNo(key.1),
+                        Some(DeliveryState::Released(Released {})),
+                    );
+                }
+            }
             Outbound::Detach { link, error } => {
                 let _ = engine.detach(link, true, Some(*error));
                 self.on_detached(link, true);

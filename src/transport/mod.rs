@@ -60,14 +60,22 @@ const READ_CHUNK: usize = 64 * 1024;
 /// so ten thousand idle connections do not hold 64 KiB each.
 const READ_SMALL: usize = 2 * 1024;
 
-/// Runs one connection to completion.
+/// Runs one connection to completion, its log lines in a span of its own (entered only while
+/// the task runs, so connections' spans never nest).
 pub async fn serve<S>(stream: S, ctx: ConnectionContext, peer: String)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    use tracing::Instrument;
     let conn_id = ctx.broker.next_connection_id();
     let span = tracing::debug_span!("conn", id = conn_id, peer = %peer);
-    let _enter = span.enter();
+    run(stream, ctx, conn_id).instrument(span).await
+}
+
+async fn run<S>(stream: S, ctx: ConnectionContext, conn_id: u64)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     tracing::debug!("connection accepted");
     let mut engine = Connection::new(ctx.engine.clone(), now());
     let (tx, mut rx) = mpsc::channel::<Outbound>(OUTBOUND_CAPACITY);
