@@ -5,7 +5,8 @@
 #   bash conformance/run.sh s05 s11      only scenarios whose file name contains an argument
 #                                        (add "throughput" for the probe)
 #
-# Installs what it needs (Debian's python3-qpid-proton, rhea from npm), builds the release
+# Installs what it needs (Debian's python3-qpid-proton, rhea from npm, oslo.messaging from PyPI
+# into a venv under target/: install-oslo.sh), builds the release
 # broker, runs each scenario against its own broker process and ends with the line
 # "N passed, N failed"; exits non-zero if any scenario failed.
 set -uo pipefail
@@ -83,6 +84,11 @@ if ! rhea_ok; then
     (cd "$HERE" && npm install --no-audit --no-fund --loglevel=error) || exit 1
     rhea_ok || { say "run.sh: rhea did not install as locked" >&2; exit 1; }
 fi
+
+# oslo.messaging 14.9.3 (scenario 15): a venv in target/ pinned by oslo-requirements.txt;
+# install-oslo.sh does nothing when it is already there, and prints its python.
+FERRY_OSLO_PYTHON="$(bash "$HERE/install-oslo.sh")" || { say "run.sh: install-oslo.sh failed" >&2; exit 1; }
+export FERRY_OSLO_PYTHON
 
 # --- the broker -------------------------------------------------------------------------------------
 say "run.sh: cargo build --release"

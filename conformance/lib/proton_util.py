@@ -264,3 +264,58 @@ def receive_messages(url, address, count, timeout=60, linger=0.2, options=None, 
     before the link closed, `linger` seconds after the count-th. `options`: link options
     such as a `proton.reactor.Selector`."""
     return run(_Receive(url, address, count, timeout, linger, connect_kw, options)).messages
+
+
+class _SendOutcomes(Run):
+    def __init__(self, url, address, messages, timeout, connect_kw):
+        super().__init__(timeout=timeout, prefetch=0)
+        self.url = url
+        self.address = address
+        self.messages = messages
+        self.connect_kw = connect_kw
+        self.sent = 0
+        self.outcomes = [None] * len(messages)
+        self.settled = 0
+        self.tags = {}
+
+    def progress(self):
+        return "%d of %d sent, %d settled" % (self.sent, len(self.messages), self.settled)
+
+    def setup(self):
+        conn = self.connect(self.url, **self.connect_kw)
+        self.container.create_sender(conn, self.address)
+        if not self.messages:
+            self.finish()
+
+    def on_sendable(self, event):
+        while event.sender.credit and self.sent < len(self.messages):
+            d = event.sender.send(self.messages[self.sent])
+            self.tags[d.tag] = self.sent
+            self.sent += 1
+
+    def _outcome(self, event, name):
+        i = self.tags.get(event.delivery.tag)
+        if i is None or self.outcomes[i] is not None:
+            return
+        self.outcomes[i] = name
+        self.settled += 1
+        if self.settled == len(self.messages):
+            self.finish()
+
+    def on_accepted(self, event):
+        self._outcome(event, "accepted")
+
+    def on_rejected(self, event):
+        self._outcome(event, "rejected")
+
+    def on_released(self, event):
+        # MessagingHandler reports released and modified alike.
+        self._outcome(event, "released" if event.delivery.remote_state == event.delivery.RELEASED
+                      else "modified")
+
+
+def send_outcomes(url, address, messages, timeout=30, **connect_kw):
+    """Sends every message (unsettled) on one link and returns the outcome of each, in send
+    order: "accepted", "rejected", "released" or "modified". Unlike send_messages, an outcome
+    other than accepted is a result, not an error."""
+    return run(_SendOutcomes(url, address, list(messages), timeout, connect_kw)).outcomes
