@@ -299,10 +299,17 @@ async fn a_durable_dead_letter_move_survives_a_restart() {
         durable: true,
         ..Default::default()
     };
+    // "bad" would expire 1.5 s after it was sent; as a dead letter it must not, restart or
+    // not.
+    let sent = std::time::Instant::now();
+    let expiring = Header {
+        ttl: Some(1500),
+        ..durable.clone()
+    };
     send(
         &mut c,
         tx,
-        vec![message("bad", durable.clone()), message("good", durable)],
+        vec![message("bad", expiring), message("good", durable)],
     )
     .await;
     let rx = c.receiver(src("jobs")).await;
@@ -323,11 +330,19 @@ async fn a_durable_dead_letter_move_survives_a_restart() {
     server.stop().await;
 
     let server = start_durable(&dir, cfg).await;
+    let past = Duration::from_millis(1600).saturating_sub(sent.elapsed());
+    tokio::time::sleep(past).await;
+    server.broker.sweep(std::time::Instant::now());
     let mut c = TestClient::connect(server.addresses[0]).await;
     let dead = c.receiver(src("jobs.dead")).await;
     c.engine.grant_credit(dead, 10, false).unwrap();
     let d = take(&mut c, dead, 1).await.remove(0);
     assert_eq!(body_of(&d.message), "bad");
+    assert_eq!(
+        d.message.header().unwrap().ttl,
+        None,
+        "a dead letter has no ttl"
+    );
     assert_eq!(
         annotation(&d.message, DEADLETTER_REASON).as_deref(),
         Some("rejected")

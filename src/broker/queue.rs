@@ -563,11 +563,12 @@ impl Queue {
                 }
                 continue;
             }
+            // A dead letter keeps no expiry (as before the restart).
+            if m.meta.expiry != 0 && !dead_lettered(&m.annotations) {
+                s.restored_expiry.insert(m.msg, m.meta.expiry);
+            }
             if !m.annotations.is_empty() {
                 s.restored_annotations.insert(m.msg, m.annotations);
-            }
-            if m.meta.expiry != 0 {
-                s.restored_expiry.insert(m.msg, m.meta.expiry);
             }
             s.restored.push_back((m.msg, m.delivery_count));
         }
@@ -832,7 +833,9 @@ impl Queue {
             ferry_codec::types::Symbol::from_static(DEADLETTER_SOURCE),
             Value::String(self.name.as_str().into()),
         );
-        let message = modified(&entry.message, false, Some(&fields));
+        // A dead letter does not expire again, so its ttl goes (the bare message, with any
+        // absolute-expiry-time, stays as it was).
+        let message = reannotated(&entry.message, |h| h.ttl = None, Some(&fields));
         let same_store = match (&self.durable, dlq.durability()) {
             (Some(a), Some(b)) => Arc::ptr_eq(&a.journal, &b.journal).then_some((a.id, b.id)),
             _ => None,
@@ -1580,25 +1583,43 @@ impl Queue {
 /// delivery-count, and annotation changes (each an encoded map, oldest first).
 fn restored(message: Message, delivery_count: u32, annotations: &[u8]) -> Message {
     let mut message = message;
-    for change in crate::store::index::annotation_changes(annotations) {
-        let bytes = bytes::Bytes::copy_from_slice(change);
-        if let Ok(fields) =
-            ferry_codec::Decoder::decode_exact::<Fields>(&bytes, ferry_codec::DecodeLimits::DEFAULT)
-        {
-            message = modified(&message, false, Some(&fields));
-        }
+    let mut dead = false;
+    for fields in changes(annotations) {
+        dead |= fields.get(DEADLETTER_REASON).is_some();
+        message = modified(&message, false, Some(&fields));
     }
-    if delivery_count == 0 {
+    if delivery_count == 0 && !dead {
         return message;
     }
     reannotated(
         &message,
         |h| {
-            h.delivery_count = delivery_count;
-            h.first_acquirer = false;
+            if delivery_count != 0 {
+                h.delivery_count = delivery_count;
+                h.first_acquirer = false;
+            }
+            if dead {
+                h.ttl = None;
+            }
         },
         None,
     )
+}
+
+/// The annotation changes the store recorded for a message, decoded, oldest first.
+fn changes(annotations: &[u8]) -> impl Iterator<Item = Fields> + '_ {
+    crate::store::index::annotation_changes(annotations)
+        .into_iter()
+        .filter_map(|change| {
+            let bytes = bytes::Bytes::copy_from_slice(change);
+            ferry_codec::Decoder::decode_exact::<Fields>(&bytes, ferry_codec::DecodeLimits::DEFAULT)
+                .ok()
+        })
+}
+
+/// Whether a stored message's annotation changes say it was dead-lettered.
+fn dead_lettered(annotations: &[u8]) -> bool {
+    !annotations.is_empty() && changes(annotations).any(|f| f.get(DEADLETTER_REASON).is_some())
 }
 
 /// The message after a `modified` outcome (§3.4.5): delivery-count + 1 if the delivery
