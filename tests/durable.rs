@@ -210,3 +210,67 @@ async fn a_backlog_beyond_the_memory_share_waits_on_disk_and_comes_back_in_order
     server.stop().await;
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A message with `priority` (and durable), body `tag|` padded to 1 KiB.
+fn prioritised(tag: &str, priority: u8) -> Message {
+    let mut body = tag.as_bytes().to_vec();
+    body.push(b'|');
+    body.resize(1024, b'.');
+    Message::from_sections(&[
+        Section::Header(Header {
+            durable: true,
+            priority,
+            ..Default::default()
+        }),
+        Section::Data(Data(Bytes::from(body))),
+    ])
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paged_out_messages_come_back_by_priority_level_also_after_a_restart() {
+    let dir = data_dir("priority-paging");
+    let cfg = BrokerConfig {
+        page_above: 64 << 10,
+        ..Default::default()
+    };
+    let server = start_durable(&dir, cfg.clone()).await;
+    let addr = server.addresses[0];
+    let mut p = TestClient::connect(addr).await;
+    let tx = p.sender(Some("prio")).await;
+    // 2,000 low ones (most of them paged out), then high and default ones, all paged out
+    // behind the low ones; then more low ones.
+    send_accepted(&mut p, tx, 2_000, |i| prioritised(&format!("low{i}"), 1)).await;
+    send_accepted(&mut p, tx, 300, |i| {
+        if i % 3 == 0 {
+            prioritised(&format!("high{}", i / 3), 9)
+        } else {
+            prioritised(&format!("mid{i}"), 4)
+        }
+    })
+    .await;
+    send_accepted(&mut p, tx, 200, |i| prioritised(&format!("late{i}"), 1)).await;
+    let expect = |high: std::ops::Range<usize>| -> Vec<String> {
+        let mut v: Vec<String> = high.map(|i| format!("high{i}")).collect();
+        v.extend((0..300).filter(|i| i % 3 != 0).map(|i| format!("mid{i}")));
+        v.extend((0..2_000).map(|i| format!("low{i}")));
+        v.extend((0..200).map(|i| format!("late{i}")));
+        v
+    };
+    let mut c = TestClient::connect(addr).await;
+    // By level (9, then 4, then 1), FIFO within each, whatever was on disk.
+    let first = receive(&mut c, "prio", 50).await;
+    assert_eq!(first, expect(0..100)[..50].to_vec());
+    drop(c);
+    drop(p);
+    server.stop().await;
+
+    // After a restart the rest comes back the same way.
+    let server = start_durable(&dir, cfg).await;
+    let mut c = TestClient::connect(server.addresses[0]).await;
+    let rest = receive(&mut c, "prio", 2_450).await;
+    assert_eq!(rest, expect(0..100)[50..].to_vec());
+    drop(c);
+    server.stop().await;
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -195,7 +195,23 @@ impl Broker {
         let mut objects = Vec::new();
         if let Some((journal, recovery)) = store {
             objects = recovery.objects;
+            // The store queues of priority levels (paged-out messages by level) go back to
+            // the queue they belong to.
+            let mut levels: HashMap<u32, Vec<(u8, u32, Vec<crate::store::RecoveredMessage>)>> =
+                HashMap::new();
+            let mut own = Vec::new();
             for rq in recovery.queues {
+                match queue::parse_level_props(&rq.props) {
+                    Some((level, parent)) => {
+                        levels
+                            .entry(parent)
+                            .or_default()
+                            .push((level, rq.id, rq.messages));
+                    }
+                    None => own.push(rq),
+                }
+            }
+            for rq in own {
                 let declared = cfg.declared.iter().find(|d| d.name == rq.name);
                 // A queue no longer declared (or auto-created) keeps its messages, and goes
                 // away like an auto-created one once idle and empty.
@@ -228,7 +244,7 @@ impl Broker {
                 .with_policy(policy, dlq)
                 .with_timers(Arc::clone(&timers));
                 tracing::info!(queue = %rq.name, messages = rq.messages.len(), "durable queue recovered");
-                q.restore(rq.messages);
+                q.restore(rq.messages, levels.remove(&rq.id).unwrap_or_default());
                 if kind == QueueKind::AutoCreated {
                     q.mark_idle_now(Instant::now());
                 }
@@ -238,6 +254,10 @@ impl Broker {
                     sub_queues.insert(rq.id, Arc::clone(&q));
                 }
                 queues.insert(rq.name, q);
+            }
+            // Levels whose queue is gone (a delete interrupted by a crash): gone too.
+            for id in levels.into_values().flatten().map(|(_, id, _)| id) {
+                journal.submit(vec![Op::DeleteQueue { queue: id }]);
             }
         }
         for d in &cfg.declared {

@@ -156,6 +156,41 @@ pub const DEADLETTER_DESCRIPTION: &str = "x-opt-deadletter-description";
 /// The queue it was dead-lettered from.
 pub const DEADLETTER_SOURCE: &str = "x-opt-deadletter-source";
 
+/// Priority levels (§3.2.1: 0 to 9; above 9 counts as 9).
+const LEVELS: usize = 10;
+
+/// The level that pages out under the queue's own store id (the default priority).
+const BASE_LEVEL: u8 = 4;
+
+/// What a queue's store declaration of a priority level says: `b"level"`, the level, and the
+/// queue's own store id (little-endian).
+pub(crate) const PROPS_LEVEL: &[u8] = b"level";
+
+/// The props of a level's store queue.
+pub(crate) fn level_props(level: u8, parent: u32) -> Vec<u8> {
+    let mut v = PROPS_LEVEL.to_vec();
+    v.push(level);
+    v.extend_from_slice(&parent.to_le_bytes());
+    v
+}
+
+/// The (level, parent id) a level's store queue declaration names, if it is one.
+pub(crate) fn parse_level_props(props: &[u8]) -> Option<(u8, u32)> {
+    let rest = props.strip_prefix(PROPS_LEVEL)?;
+    let (&level, id) = rest.split_first()?;
+    let id: [u8; 4] = id.try_into().ok()?;
+    (usize::from(level) < LEVELS).then_some((level, u32::from_le_bytes(id)))
+}
+
+/// A stored message found at start-up, not read yet.
+#[derive(Debug, Clone, Copy)]
+struct Restored {
+    msg: u64,
+    delivery_count: u32,
+    /// The store queue holding its reference.
+    sq: u32,
+}
+
 /// A message leaving its queue for the dead-letter queue, and why.
 #[derive(Debug)]
 struct Dead {
@@ -209,6 +244,9 @@ struct Entry {
     message: Message,
     /// The message's id in the store, if it is stored.
     stored: Option<u64>,
+    /// The store queue whose reference to it this entry holds: the queue's own id, or the
+    /// id of the priority level it was paged out under (see [`Durability`]).
+    sq: u32,
     /// When it expires, in ms since the Unix epoch; 0 for never.
     expires: u64,
     /// Its priority, 0 to 9 (§3.2.1: 4 when absent; above 9 counts as 9).
@@ -279,13 +317,17 @@ struct State {
     producers: Vec<(ConsumerId, mpsc::Sender<Outbound>)>,
     deleted: bool,
     idle_since: Option<Instant>,
-    /// Stored messages found at start-up and not read yet, after `ready` in order: (store
-    /// id, delivery-count).
-    restored: VecDeque<(u64, u32)>,
+    /// Stored messages found at start-up and not read yet, by priority level, each level
+    /// in order (after that level's `ready` entries).
+    restored: [VecDeque<Restored>; LEVELS],
     /// Annotation changes of restored messages that have any.
     restored_annotations: IdMap<u64, Vec<u8>>,
-    /// Paged-out messages, after `restored` in order: the store holds them in its cold runs.
-    cold: u64,
+    /// Paged-out messages by priority level, each after that level's restored ones: the
+    /// store holds them in the cold runs of the level's store queue.
+    cold: [u64; LEVELS],
+    /// Store queue ids of the priority levels other than 4 that have paged messages out
+    /// (level 4, the default, pages out under the queue's own id).
+    level_ids: [Option<u32>; LEVELS],
     /// Their bytes (for the byte limit).
     cold_bytes: usize,
     /// A consumer had credit while paged-out messages were still on their way to the log.
@@ -310,7 +352,27 @@ struct State {
 impl State {
     /// Messages waiting for a consumer, wherever they are (scheduled ones included).
     fn waiting(&self) -> usize {
-        self.ready.len() + self.restored.len() + self.cold as usize + self.scheduled.len()
+        self.ready.len() + self.on_disk() + self.scheduled.len()
+    }
+
+    /// Messages waiting on disk only (restored and not read yet, or paged out).
+    fn on_disk(&self) -> usize {
+        self.restored.iter().map(VecDeque::len).sum::<usize>()
+            + self.cold.iter().sum::<u64>() as usize
+    }
+
+    /// The highest priority level with messages on disk, and whether they are restored
+    /// ones (read before that level's paged-out ones, being older).
+    fn top_on_disk(&self) -> Option<(u8, bool)> {
+        (0..LEVELS).rev().find_map(|l| {
+            if self.restored.get(l).is_some_and(|r| !r.is_empty()) {
+                Some((l as u8, true))
+            } else if self.cold.get(l).is_some_and(|c| *c > 0) {
+                Some((l as u8, false))
+            } else {
+                None
+            }
+        })
     }
 
     /// Takes an entry off the unacked map, and its lock off the lock index.
@@ -518,16 +580,32 @@ impl Queue {
         self.durable.as_ref()
     }
 
-    /// Puts back messages the store held at start-up, in order. Their bodies stay on disk
-    /// until a consumer is about to get them.
-    pub(crate) fn restore(&self, messages: Vec<RecoveredMessage>) {
+    /// Puts back messages the store held at start-up: the queue's own, and those of its
+    /// priority levels' store queues (`levels`: level, store id, messages), each level in
+    /// order. Their bodies stay on disk until a consumer is about to get them.
+    pub(crate) fn restore(
+        &self,
+        messages: Vec<RecoveredMessage>,
+        levels: Vec<(u8, u32, Vec<RecoveredMessage>)>,
+    ) {
         let mut s = self.lock();
+        let Some(d) = &self.durable else {
+            return;
+        };
         let now = now_ms();
-        for m in messages {
+        let mut all: Vec<(u32, RecoveredMessage)> =
+            messages.into_iter().map(|m| (d.id, m)).collect();
+        for (level, id, msgs) in levels {
+            if let Some(slot) = s.level_ids.get_mut(usize::from(level)) {
+                *slot = Some(id);
+            }
+            all.extend(msgs.into_iter().map(|m| (id, m)));
+        }
+        // Message ids follow arrival; the queue's own and its levels' interleave.
+        all.sort_by_key(|(_, m)| m.msg);
+        for (sq, m) in all {
             // Still scheduled: read now and held in memory until due (see `start_timers`).
-            if m.meta.scheduled > now
-                && let Some(d) = &self.durable
-            {
+            if m.meta.scheduled > now {
                 let read = d
                     .journal
                     .read(m.msg)
@@ -547,6 +625,7 @@ impl Queue {
                                 priority: priority_of(&message),
                                 message,
                                 stored: Some(m.msg),
+                                sq,
                                 expires: m.meta.expiry,
                                 excluded: Vec::new(),
                                 locked_until: 0,
@@ -556,7 +635,7 @@ impl Queue {
                     Err(why) => {
                         tracing::error!(queue = %self.name, msg = m.msg, why, "a stored scheduled message cannot be read; it is dropped");
                         d.journal.submit(vec![Op::Settle {
-                            queue: d.id,
+                            queue: sq,
                             msg: m.msg,
                         }]);
                     }
@@ -570,8 +649,42 @@ impl Queue {
             if !m.annotations.is_empty() {
                 s.restored_annotations.insert(m.msg, m.annotations);
             }
-            s.restored.push_back((m.msg, m.delivery_count));
+            let level = usize::from(m.meta.priority.min(9));
+            if let Some(r) = s.restored.get_mut(level) {
+                r.push_back(Restored {
+                    msg: m.msg,
+                    delivery_count: m.delivery_count,
+                    sq,
+                });
+            }
         }
+    }
+
+    /// The store queue a message of `priority` pages out under: the queue's own for the
+    /// default level, else the level's, declared in the store the first time.
+    fn level_id(&self, s: &mut State, d: &Durability, priority: u8) -> u32 {
+        if priority == BASE_LEVEL {
+            return d.id;
+        }
+        let Some(slot) = s.level_ids.get_mut(usize::from(priority)) else {
+            return d.id;
+        };
+        if let Some(id) = *slot {
+            return id;
+        }
+        let id = d.journal.next_queue_id();
+        d.journal.submit(vec![Op::DeclareQueue {
+            queue: id,
+            name: format!("{}#p{priority}", self.name),
+            props: level_props(priority, d.id),
+        }]);
+        *slot = Some(id);
+        id
+    }
+
+    /// The queue's own store id (0 when it has none; then nothing is stored).
+    fn own_id(&self) -> u32 {
+        self.durable.as_ref().map_or(0, |d| d.id)
     }
 
     /// Tells the store about `ops` of this queue, if it is durable.
@@ -706,10 +819,16 @@ impl Queue {
         let scheduled = due > now;
         if let (Some(msg), Some(d)) = (stored, &self.durable) {
             let cold = !scheduled
-                && (!s.restored.is_empty()
-                    || s.cold > 0
+                && (s.on_disk() > 0
                     || s.bytes + len > d.page_above
                     || self.memory.available() < len);
+            // A paged-out message goes under its priority level's store queue, so each level
+            // reads back in its own order.
+            let sq = if cold {
+                self.level_id(&mut s, d, priority)
+            } else {
+                d.id
+            };
             d.journal.submit(vec![Op::Enqueue {
                 msg,
                 meta: crate::store::Meta {
@@ -718,14 +837,16 @@ impl Queue {
                     scheduled: if scheduled { due } else { 0 },
                 },
                 refs: vec![crate::store::Ref {
-                    queue: d.id,
+                    queue: sq,
                     ..Default::default()
                 }],
                 body: message.to_contiguous(),
                 cold,
             }]);
             if cold {
-                s.cold += 1;
+                if let Some(c) = s.cold.get_mut(usize::from(priority)) {
+                    *c += 1;
+                }
                 s.cold_bytes += len;
                 self.dispatch(&mut s);
                 self.finish(s);
@@ -739,7 +860,7 @@ impl Queue {
             self.finish(s);
             return Ok(false);
         }
-        self.admit(&mut s, message, stored, expires, priority);
+        self.admit(&mut s, message, stored, self.own_id(), expires, priority);
         if self.policy.overflow == Overflow::DropHead {
             // The oldest go (to the dead-letter queue) until the newest fits.
             while s.ready.len() > 1 && self.over_limit(&s, 0) {
@@ -770,7 +891,7 @@ impl Queue {
         s.idle_since = None;
         let message = message.compacted(COMPACT_BELOW);
         let priority = priority_of(&message);
-        self.admit(&mut s, message, stored, expires, priority);
+        self.admit(&mut s, message, stored, self.own_id(), expires, priority);
         self.dispatch(&mut s);
         self.finish(s);
         true
@@ -813,7 +934,12 @@ impl Queue {
         let Some(dlq) = target else {
             self.dead_dropped.fetch_add(1, Relaxed);
             if let Some(msg) = entry.stored {
-                self.journal(|queue| vec![Op::Settle { queue, msg }]);
+                self.journal(|_| {
+                    vec![Op::Settle {
+                        queue: entry.sq,
+                        msg,
+                    }]
+                });
             }
             tracing::debug!(queue = %self.name, reason, "dead letter dropped");
             return;
@@ -837,7 +963,7 @@ impl Queue {
         // absolute-expiry-time, stays as it was).
         let message = reannotated(&entry.message, |h| h.ttl = None, Some(&fields));
         let same_store = match (&self.durable, dlq.durability()) {
-            (Some(a), Some(b)) => Arc::ptr_eq(&a.journal, &b.journal).then_some((a.id, b.id)),
+            (Some(a), Some(b)) => Arc::ptr_eq(&a.journal, &b.journal).then_some((entry.sq, b.id)),
             _ => None,
         };
         let moved = match (entry.stored, same_store) {
@@ -856,7 +982,12 @@ impl Queue {
             }
             (stored, _) => {
                 if let Some(msg) = stored {
-                    self.journal(|queue| vec![Op::Settle { queue, msg }]);
+                    self.journal(|_| {
+                        vec![Op::Settle {
+                            queue: entry.sq,
+                            msg,
+                        }]
+                    });
                 }
                 let durable = message.header().is_ok_and(|h| h.durable);
                 match dlq.durability() {
@@ -908,15 +1039,29 @@ impl Queue {
                 .map(|(m, _)| *m)
                 .collect();
             if !gone.is_empty() {
-                s.restored.retain(|(m, _)| !gone.contains(m));
+                let gone: std::collections::HashSet<u64> = gone.into_iter().collect();
+                let mut settles = Vec::new();
+                for level in s.restored.iter_mut() {
+                    level.retain(|r| {
+                        if gone.contains(&r.msg) {
+                            // Never read: dropped from the store without dead-lettering.
+                            settles.push(Op::Settle {
+                                queue: r.sq,
+                                msg: r.msg,
+                            });
+                            false
+                        } else {
+                            true
+                        }
+                    });
+                }
                 for msg in gone {
                     s.restored_expiry.remove(&msg);
                     s.restored_annotations.remove(&msg);
-                    // Never read: dropped from the store without dead-lettering the body.
-                    self.journal(|queue| vec![Op::Settle { queue, msg }]);
                     self.dead_dropped
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
+                self.journal(|_| settles);
             }
         }
         self.finish(s);
@@ -1154,7 +1299,7 @@ impl Queue {
         s.bytes = s.bytes.saturating_sub(e.len());
         self.memory.refund(e.len());
         if let Some(msg) = e.stored {
-            self.journal(|queue| vec![Op::Settle { queue, msg }]);
+            self.journal(|_| vec![Op::Settle { queue: e.sq, msg }]);
         }
     }
 
@@ -1177,9 +1322,9 @@ impl Queue {
         } else {
             self.memory.refund(old - new);
         }
-        if let (Some(msg), Some(d)) = (e.stored, &self.durable) {
+        if let (Some(msg), Some(_)) = (e.stored, &self.durable) {
             ops.push(Op::Update {
-                queue: d.id,
+                queue: e.sq,
                 msg,
                 delivery_count: message.header().map_or(0, |h| h.delivery_count),
                 annotations: annotations
@@ -1190,8 +1335,10 @@ impl Queue {
         e.message = message;
     }
 
-    /// Reads messages back from the store, in order, while consumers have more credit than
-    /// `ready` has messages: restored ones by id, then paged-out ones from the cold runs.
+    /// Reads messages back from the store, highest priority level first and in order within
+    /// a level (restored ones, then paged-out ones from the level's cold runs): while
+    /// consumers have more credit than `ready` has messages, and whenever a level waiting on
+    /// disk is above the best one in `ready`, so priority holds across a backlog on disk.
     fn refill(&self, s: &mut State) {
         let Some(d) = &self.durable else {
             return;
@@ -1202,28 +1349,53 @@ impl Queue {
             .map(|c| c.credit as usize)
             .sum::<usize>()
             .min(SKIP_SCAN_LIMIT);
-        while s.ready.len() < want && (!s.restored.is_empty() || s.cold > 0) {
-            if let Some((msg, delivery_count)) = s.restored.pop_front() {
-                let annotations = s.restored_annotations.remove(&msg).unwrap_or_default();
+        while let Some((level, from_restored)) = s.top_on_disk() {
+            let head = s.ready.front().map(|e| e.priority);
+            if s.ready.len() >= want && head.is_some_and(|h| h >= level) {
+                break;
+            }
+            let l = usize::from(level);
+            if from_restored {
+                let Some(r) = s.restored.get_mut(l).and_then(VecDeque::pop_front) else {
+                    break;
+                };
+                let annotations = s.restored_annotations.remove(&r.msg).unwrap_or_default();
                 let read = d
                     .journal
-                    .read(msg)
+                    .read(r.msg)
                     .map_err(|e| e.to_string())
                     .and_then(|b| Message::decode(b).map_err(|e| e.to_string()));
                 match read {
                     Ok(m) => {
-                        let expires = s.restored_expiry.remove(&msg).unwrap_or(0);
-                        self.push_loaded(s, restored(m, delivery_count, &annotations), msg, expires)
+                        let expires = s.restored_expiry.remove(&r.msg).unwrap_or(0);
+                        let m = restored(m, r.delivery_count, &annotations);
+                        self.push_loaded(s, m, r.msg, r.sq, expires);
                     }
                     Err(why) => {
-                        tracing::error!(queue = %self.name, msg, why, "a stored message cannot be read; it is dropped");
-                        d.journal.submit(vec![Op::Settle { queue: d.id, msg }]);
+                        tracing::error!(queue = %self.name, msg = r.msg, why, "a stored message cannot be read; it is dropped");
+                        d.journal.submit(vec![Op::Settle {
+                            queue: r.sq,
+                            msg: r.msg,
+                        }]);
                     }
                 }
                 continue;
             }
-            let batch = (want - s.ready.len()).clamp(64, 1024);
-            match d.journal.page_in(d.id, batch, 1 << 20) {
+            let sq = match level {
+                BASE_LEVEL => d.id,
+                _ => match s.level_ids.get(l).copied().flatten() {
+                    Some(id) => id,
+                    None => {
+                        // Cannot happen (a level's cold count implies its id); do not spin.
+                        if let Some(c) = s.cold.get_mut(l) {
+                            *c = 0;
+                        }
+                        continue;
+                    }
+                },
+            };
+            let batch = want.saturating_sub(s.ready.len()).clamp(64, 1024);
+            match d.journal.page_in(sq, batch, 1 << 20) {
                 Ok(paged) if paged.is_empty() => {
                     // Submitted but not yet written: dispatch again once it is.
                     s.waiting_for_store = true;
@@ -1231,20 +1403,20 @@ impl Queue {
                 }
                 Ok(paged) => {
                     for p in paged {
-                        s.cold = s.cold.saturating_sub(1);
+                        if let Some(c) = s.cold.get_mut(l) {
+                            *c = c.saturating_sub(1);
+                        }
                         let len = p.body.len();
                         s.cold_bytes = s.cold_bytes.saturating_sub(len);
                         match Message::decode(p.body) {
-                            Ok(m) => self.push_loaded(
-                                s,
-                                restored(m, p.delivery_count, &p.annotations),
-                                p.msg,
-                                p.expiry,
-                            ),
+                            Ok(m) => {
+                                let m = restored(m, p.delivery_count, &p.annotations);
+                                self.push_loaded(s, m, p.msg, sq, p.expiry);
+                            }
                             Err(e) => {
                                 tracing::error!(queue = %self.name, msg = p.msg, error = %e, "a paged message does not decode; it is dropped");
                                 d.journal.submit(vec![Op::Settle {
-                                    queue: d.id,
+                                    queue: sq,
                                     msg: p.msg,
                                 }]);
                             }
@@ -1279,6 +1451,7 @@ impl Queue {
                 id,
                 message,
                 stored,
+                sq: self.own_id(),
                 expires,
                 priority,
                 excluded: Vec::new(),
@@ -1288,9 +1461,9 @@ impl Queue {
         self.arm(s);
     }
 
-    fn push_loaded(&self, s: &mut State, message: Message, msg: u64, expires: u64) {
+    fn push_loaded(&self, s: &mut State, message: Message, msg: u64, sq: u32, expires: u64) {
         let priority = priority_of(&message);
-        self.admit(s, message, Some(msg), expires, priority);
+        self.admit(s, message, Some(msg), sq, expires, priority);
     }
 
     /// Takes `message` into memory as the newest entry: its id, its bytes charged, its place
@@ -1300,6 +1473,7 @@ impl Queue {
         s: &mut State,
         message: Message,
         stored: Option<u64>,
+        sq: u32,
         expires: u64,
         priority: u8,
     ) {
@@ -1313,6 +1487,7 @@ impl Queue {
                 id,
                 message,
                 stored,
+                sq,
                 expires,
                 priority,
                 excluded: Vec::new(),
@@ -1355,6 +1530,7 @@ impl Queue {
                 priority: priority_of(&message),
                 message,
                 stored: None,
+                sq: 0,
                 expires: 0,
                 excluded: Vec::new(),
                 locked_until: 0,
@@ -1403,11 +1579,23 @@ impl Queue {
         s.scheduled.clear();
         s.locks.clear();
         s.lock_notices.clear();
-        s.restored.clear();
+        s.restored = Default::default();
         s.restored_annotations.clear();
         s.restored_expiry.clear();
-        s.cold = 0;
+        s.cold = [0; LEVELS];
         s.cold_bytes = 0;
+        // The levels' store queues go with the queue (the broker deletes its own id).
+        if let Some(d) = &self.durable {
+            let ops: Vec<Op> = s
+                .level_ids
+                .iter()
+                .flatten()
+                .map(|id| Op::DeleteQueue { queue: *id })
+                .collect();
+            if !ops.is_empty() {
+                d.journal.submit(ops);
+            }
+        }
         s.bytes = 0;
         self.memory.refund(held);
     }
@@ -1510,7 +1698,7 @@ impl Queue {
         // Drain: a consumer that asked to drain and still has credit has seen everything it
         // may take.
         let ready = &s.ready;
-        let elsewhere = !s.restored.is_empty() || s.cold > 0;
+        let elsewhere = s.on_disk() > 0;
         for c in s.consumers.iter_mut() {
             let nothing_left = if c.browse {
                 !ready.iter().any(|e| e.id >= c.cursor && c.may_take(e))
