@@ -69,6 +69,34 @@ impl SubscriptionId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The identity of a subscription asked for by receiver `link_name` of `container`.
+    ///
+    /// A shared subscription's receivers cannot all use one link name on one connection, so
+    /// JMS clients (Qpid JMS, NMS AMQP) name them `sub`, `sub|2`, … (`sub|global`,
+    /// `sub|global2`, … without a client id; `sub|volatile1`, `sub|global-volatile1`, … for
+    /// non-durable ones): for a shared source the name ends at the first `|`. Durable and
+    /// volatile shared subscriptions of one name are different subscriptions, as in JMS.
+    pub fn of(container: &str, link_name: &str, shared: bool, global: bool, durable: bool) -> Self {
+        if !shared {
+            return Self::new(container, link_name, global);
+        }
+        let base = link_name.split('|').next().unwrap_or(link_name);
+        if durable {
+            Self::new(container, base, global)
+        } else {
+            Self::new(container, &format!("{base}|volatile"), global)
+        }
+    }
+
+    /// Where a receiver with no source looks its durable subscription up (how JMS clients
+    /// unsubscribe): `sub|global` names the global `sub`; any other name, the container's.
+    pub fn lookup(container: &str, link_name: &str) -> Self {
+        match link_name.strip_suffix("|global") {
+            Some(base) => Self::new(container, base, true),
+            None => Self::new(container, link_name, false),
+        }
+    }
 }
 
 /// What a receiver asks of a subscription.
@@ -501,6 +529,31 @@ mod tests {
             SubscriptionId::new("y", "n", true)
         );
         assert!(a.as_str().starts_with(SUBSCRIPTION_PREFIX));
+    }
+
+    #[test]
+    fn jms_link_names_of_shared_receivers_name_one_subscription() {
+        let first = SubscriptionId::of("c", "sub", true, false, true);
+        assert_eq!(first, SubscriptionId::of("c", "sub|2", true, false, true));
+        let global = SubscriptionId::of("x", "sub|global", true, true, true);
+        assert_eq!(
+            global,
+            SubscriptionId::of("y", "sub|global2", true, true, true)
+        );
+        assert_eq!(global, SubscriptionId::lookup("z", "sub|global"));
+        assert_eq!(first, SubscriptionId::lookup("c", "sub"));
+        // Volatile and durable shared subscriptions of one name are distinct.
+        let volatile = SubscriptionId::of("c", "sub|volatile1", true, false, false);
+        assert_eq!(
+            volatile,
+            SubscriptionId::of("c", "sub|volatile2", true, false, false)
+        );
+        assert_ne!(volatile, first);
+        // Not shared: the whole link name.
+        assert_ne!(
+            SubscriptionId::of("c", "a|b", false, false, true),
+            SubscriptionId::of("c", "a", false, false, true)
+        );
     }
 
     #[test]

@@ -326,14 +326,10 @@ impl Links {
             // No source: a receiver looking up its named subscription (as JMS clients do
             // to unsubscribe) gets it back as it was attached; otherwise refused.
             None => {
-                let name = attach.name.as_str();
-                let found = self
-                    .broker
-                    .subscription_source(&SubscriptionId::new(&self.container, name, false))
-                    .or_else(|| {
-                        self.broker
-                            .subscription_source(&SubscriptionId::new("", name, true))
-                    });
+                let found = self.broker.subscription_source(&SubscriptionId::lookup(
+                    &self.container,
+                    attach.name.as_str(),
+                ));
                 match found {
                     Some(source) => source,
                     None => {
@@ -403,7 +399,13 @@ impl Links {
                     let durable =
                         source.durable != ferry_codec::messaging::TerminusDurability::None;
                     let named = (durable || shared).then(|| Named {
-                        id: SubscriptionId::new(&self.container, attach.name.as_str(), global),
+                        id: SubscriptionId::of(
+                            &self.container,
+                            attach.name.as_str(),
+                            shared,
+                            global,
+                            durable,
+                        ),
                         durable,
                         shared,
                         source: source.clone(),
