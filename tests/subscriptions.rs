@@ -183,6 +183,19 @@ async fn attach(
     Ok((link, reply))
 }
 
+/// Attaches receiver `name` to `address` as `sub` asks, which must succeed.
+async fn join(
+    c: &mut TestClient,
+    name: &str,
+    address: &str,
+    sub: &Sub,
+    credit: u32,
+) -> (LinkId, Option<Source>) {
+    attach(c, name, Some(source(address, sub)), credit)
+        .await
+        .unwrap()
+}
+
 async fn publish(c: &mut TestClient, address: &str, msgs: &[Message]) {
     let tx = c.sender(Some(address)).await;
     c.send_many(tx, msgs.len(), |i| msgs[i].clone()).await;
@@ -258,14 +271,7 @@ async fn a_durable_subscription_keeps_messages_while_away_and_close_ends_it() {
         ..Default::default()
     };
     let mut sub = client(addr, "app-1").await;
-    let (rx, reply) = attach(
-        &mut sub,
-        "orders-sub",
-        Some(source("/exchanges/news", &durable)),
-        100,
-    )
-    .await
-    .unwrap();
+    let (rx, reply) = join(&mut sub, "orders-sub", "/exchanges/news", &durable, 100).await;
     let reply = reply.unwrap();
     assert_eq!(reply.durable, TerminusDurability::UnsettledState);
     assert_eq!(reply.expiry_policy, TerminusExpiryPolicy::Never);
@@ -283,26 +289,12 @@ async fn a_durable_subscription_keeps_messages_while_away_and_close_ends_it() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(server.broker.subscription_count(), 1);
     let mut sub = client(addr, "app-1").await;
-    let (rx, _) = attach(
-        &mut sub,
-        "orders-sub",
-        Some(source("/exchanges/news", &durable)),
-        100,
-    )
-    .await
-    .unwrap();
+    let (rx, _) = join(&mut sub, "orders-sub", "/exchanges/news", &durable, 100).await;
     assert_eq!(take(&mut sub, rx, 7).await, tags("b", 7));
 
     // Another container's link of the same name is another subscription.
     let mut other = client(addr, "app-2").await;
-    let (orx, _) = attach(
-        &mut other,
-        "orders-sub",
-        Some(source("/exchanges/news", &durable)),
-        100,
-    )
-    .await
-    .unwrap();
+    let (orx, _) = join(&mut other, "orders-sub", "/exchanges/news", &durable, 100).await;
     assert_eq!(server.broker.subscription_count(), 2);
     detach(&mut other, orx, true).await;
 
@@ -310,14 +302,7 @@ async fn a_durable_subscription_keeps_messages_while_away_and_close_ends_it() {
     detach(&mut sub, rx, true).await;
     assert_eq!(server.broker.subscription_count(), 0);
     publish(&mut p, "/exchanges/news", &msgs("c", 3)).await;
-    let (rx, _) = attach(
-        &mut sub,
-        "orders-sub",
-        Some(source("/exchanges/news", &durable)),
-        100,
-    )
-    .await
-    .unwrap();
+    let (rx, _) = join(&mut sub, "orders-sub", "/exchanges/news", &durable, 100).await;
     publish(&mut p, "/exchanges/news", &msgs("d", 2)).await;
     assert_eq!(take(&mut sub, rx, 2).await, tags("d", 2));
     server.stop().await;
@@ -333,9 +318,7 @@ async fn a_new_selector_keeps_the_queue_and_applies_to_later_messages() {
         filters: vec![selector("color = 'red'")],
         ..Default::default()
     };
-    let (rx, reply) = attach(&mut sub, "s", Some(source("/exchanges/news", &red)), 0)
-        .await
-        .unwrap();
+    let (rx, reply) = join(&mut sub, "s", "/exchanges/news", &red, 0).await;
     assert_eq!(reply.unwrap().filter.unwrap().0.len(), 1);
     detach(&mut sub, rx, false).await;
     let mut p = client(addr, "pub").await;
@@ -354,9 +337,7 @@ async fn a_new_selector_keeps_the_queue_and_applies_to_later_messages() {
         filters: vec![selector("color = 'blue'")],
         ..Default::default()
     };
-    let (rx, _) = attach(&mut sub, "s", Some(source("/exchanges/news", &blue)), 100)
-        .await
-        .unwrap();
+    let (rx, _) = join(&mut sub, "s", "/exchanges/news", &blue, 100).await;
     publish(&mut p, "/exchanges/news", &mixed("y")).await;
     assert_eq!(
         take(&mut sub, rx, 6).await,
@@ -376,9 +357,7 @@ async fn unsettled_messages_come_back_as_new_deliveries_with_a_higher_count() {
         ..Default::default()
     };
     let mut sub = client(addr, "app").await;
-    let (rx, _) = attach(&mut sub, "s", Some(source("/exchanges/news", &durable)), 10)
-        .await
-        .unwrap();
+    let (rx, _) = join(&mut sub, "s", "/exchanges/news", &durable, 10).await;
     let mut p = client(addr, "pub").await;
     publish(&mut p, "/exchanges/news", &msgs("m", 3)).await;
     // Received, never settled, then away.
@@ -388,9 +367,7 @@ async fn unsettled_messages_come_back_as_new_deliveries_with_a_higher_count() {
         seen += sub.deliveries().len();
     }
     detach(&mut sub, rx, false).await;
-    let (rx, _) = attach(&mut sub, "s", Some(source("/exchanges/news", &durable)), 10)
-        .await
-        .unwrap();
+    let (rx, _) = join(&mut sub, "s", "/exchanges/news", &durable, 10).await;
     let mut got = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while got.len() < 3 && tokio::time::Instant::now() < deadline {
@@ -419,9 +396,7 @@ async fn private_subscriptions_take_one_receiver_and_shared_ones_several() {
         ..Default::default()
     };
     let mut a = client(addr, "app").await;
-    let (_rx, _) = attach(&mut a, "one", Some(source("/exchanges/news", &durable)), 10)
-        .await
-        .unwrap();
+    let (_rx, _) = join(&mut a, "one", "/exchanges/news", &durable, 10).await;
     let mut a2 = client(addr, "app").await;
     let refused = attach(
         &mut a2,
@@ -440,22 +415,8 @@ async fn private_subscriptions_take_one_receiver_and_shared_ones_several() {
     };
     let mut x = client(addr, "x").await;
     let mut y = client(addr, "y").await;
-    let (xl, _) = attach(
-        &mut x,
-        "workers",
-        Some(source("/exchanges/news", &shared)),
-        100,
-    )
-    .await
-    .unwrap();
-    let (yl, _) = attach(
-        &mut y,
-        "workers",
-        Some(source("/exchanges/news", &shared)),
-        100,
-    )
-    .await
-    .unwrap();
+    let (xl, _) = join(&mut x, "workers", "/exchanges/news", &shared, 100).await;
+    let (yl, _) = join(&mut y, "workers", "/exchanges/news", &shared, 100).await;
     assert_eq!(server.broker.subscription_count(), 2);
     let mut p = client(addr, "pub").await;
     publish(&mut p, "/exchanges/news", &msgs("w", 20)).await;
@@ -487,14 +448,7 @@ async fn a_receiver_without_a_source_finds_its_durable_subscription() {
         ..Default::default()
     };
     let mut c = client(addr, "jms").await;
-    let (rx, _) = attach(
-        &mut c,
-        "sub1",
-        Some(source("/exchanges/stocks/a.*", &durable)),
-        0,
-    )
-    .await
-    .unwrap();
+    let (rx, _) = join(&mut c, "sub1", "/exchanges/stocks/a.*", &durable, 0).await;
     detach(&mut c, rx, false).await;
     // The lookup JMS clients do to unsubscribe: no source; the reply carries the stored one.
     let (rx, reply) = attach(&mut c, "sub1", None, 0).await.unwrap();
@@ -526,14 +480,7 @@ async fn no_local_skips_what_the_subscribers_own_container_published() {
         ..Default::default()
     };
     let mut me = client(addr, "chat-1").await;
-    let (rx, reply) = attach(
-        &mut me,
-        "r",
-        Some(source("/exchanges/news", &no_local)),
-        100,
-    )
-    .await
-    .unwrap();
+    let (rx, reply) = join(&mut me, "r", "/exchanges/news", &no_local, 100).await;
     assert_eq!(reply.unwrap().filter.unwrap().0.len(), 1, "no-local echoed");
     publish(&mut me, "/exchanges/news", &msgs("mine", 3)).await;
     let mut other = client(addr, "chat-2").await;
@@ -541,9 +488,7 @@ async fn no_local_skips_what_the_subscribers_own_container_published() {
     assert_eq!(take(&mut me, rx, 3).await, tags("theirs", 3));
 
     // On a queue no-local is not applied, so not echoed.
-    let (_q, reply) = attach(&mut me, "q", Some(source("/queues/plain", &no_local)), 1)
-        .await
-        .unwrap();
+    let (_q, reply) = join(&mut me, "q", "/queues/plain", &no_local, 1).await;
     assert!(reply.unwrap().filter.is_none());
     server.stop().await;
 }
@@ -564,9 +509,7 @@ async fn legacy_binding_filters_and_the_headers_exchange_route_and_are_echoed() 
         )],
         ..Default::default()
     };
-    let (t, reply) = attach(&mut c, "t", Some(source("/exchanges/stocks", &topic)), 100)
-        .await
-        .unwrap();
+    let (t, reply) = join(&mut c, "t", "/exchanges/stocks", &topic, 100).await;
     assert_eq!(reply.unwrap().filter.unwrap().0.len(), 1);
     // A headers binding: any of color=red, size present.
     let mut m = Map::new();
@@ -599,9 +542,7 @@ async fn legacy_binding_filters_and_the_headers_exchange_route_and_are_echoed() 
         ..Default::default()
     };
     let mut h = client(addr, "h").await;
-    let (hl, reply) = attach(&mut h, "h", Some(source("/exchanges/attrs", &headers)), 100)
-        .await
-        .unwrap();
+    let (hl, reply) = join(&mut h, "h", "/exchanges/attrs", &headers, 100).await;
     let echoed = reply.unwrap().filter.unwrap();
     assert_eq!(echoed.0.len(), 1);
     assert_eq!(echoed.0[0].0.as_str(), "h");
@@ -678,14 +619,7 @@ headers = { x-match = "all", color = "red" }
     )
     .await;
     let mut c = client(addr, "c").await;
-    let (rx, _) = attach(
-        &mut c,
-        "c",
-        Some(source("/queues/reds", &Sub::default())),
-        10,
-    )
-    .await
-    .unwrap();
+    let (rx, _) = join(&mut c, "c", "/queues/reds", &Sub::default(), 10).await;
     assert_eq!(take(&mut c, rx, 2).await, vec!["r1", "r2"]);
     // A headers table on a binding to another kind of exchange is refused.
     let bad = toml.replace("type = \"headers\"", "type = \"fanout\"");
@@ -712,14 +646,7 @@ async fn a_durable_subscription_and_its_messages_survive_a_restart() {
         let server = start_durable(&dir, config()).await;
         let addr = server.addresses[0];
         let mut sub = client(addr, "app").await;
-        let (rx, _) = attach(
-            &mut sub,
-            "s",
-            Some(source("/exchanges/stocks/eu.*", &durable)),
-            0,
-        )
-        .await
-        .unwrap();
+        let (rx, _) = join(&mut sub, "s", "/exchanges/stocks/eu.*", &durable, 0).await;
         detach(&mut sub, rx, false).await;
         let mut p = client(addr, "pub").await;
         publish(&mut p, "/exchanges/stocks", &mixed).await;
@@ -742,14 +669,7 @@ async fn a_durable_subscription_and_its_messages_survive_a_restart() {
         )
         .await;
         let mut sub = client(addr, "app").await;
-        let (rx, _) = attach(
-            &mut sub,
-            "s",
-            Some(source("/exchanges/stocks/eu.*", &durable)),
-            100,
-        )
-        .await
-        .unwrap();
+        let (rx, _) = join(&mut sub, "s", "/exchanges/stocks/eu.*", &durable, 100).await;
         let got = take(&mut sub, rx, 6).await;
         assert_eq!(got, vec!["m0", "m2", "m4", "m6", "m8", "after-red"]);
         // Ended, and so gone after the next restart.
@@ -770,14 +690,7 @@ async fn a_redelivered_message_modified_on_a_subscription_counts_up() {
     let server = start_broker(config()).await;
     let addr = server.addresses[0];
     let mut sub = client(addr, "app").await;
-    let (rx, _) = attach(
-        &mut sub,
-        "s",
-        Some(source("/exchanges/news", &Sub::default())),
-        5,
-    )
-    .await
-    .unwrap();
+    let (rx, _) = join(&mut sub, "s", "/exchanges/news", &Sub::default(), 5).await;
     let mut p = client(addr, "pub").await;
     publish(&mut p, "/exchanges/news", &msgs("z", 1)).await;
     let d = sub

@@ -430,24 +430,46 @@ impl Broker {
         if queues.len() >= self.cfg.max_queues {
             return Err(ResolveError::TooManyQueues(self.cfg.max_queues));
         }
+        let q = self.create_queue(
+            &mut queues,
+            address,
+            QueueKind::AutoCreated,
+            self.cfg.auto_create_durable,
+            PROPS_AUTO,
+        );
+        tracing::debug!(queue = address, "queue auto-created");
+        Ok(q)
+    }
+
+    /// A new queue `name` of `kind` with the default limits and policy (its dead-letter queue
+    /// created if need be), durable in the store with `props` if `durable` and there is a
+    /// store; registered in `queues`.
+    fn create_queue(
+        &self,
+        queues: &mut HashMap<String, Arc<Queue>>,
+        name: &str,
+        kind: QueueKind,
+        durable: bool,
+        props: &[u8],
+    ) -> Arc<Queue> {
         let durability = self
             .journal
             .as_ref()
-            .filter(|_| self.cfg.auto_create_durable)
-            .map(|j| declare(j, address, PROPS_AUTO, self.cfg.page_above));
+            .filter(|_| durable)
+            .map(|j| declare(j, name, props, self.cfg.page_above));
         let policy = self.cfg.default_policy.clone();
         let dlq = dead_letter_queue(
             &self.cfg,
             &self.memory,
             &self.timers,
             self.journal.as_ref(),
-            &mut queues,
+            queues,
             &policy,
         );
         let q = Arc::new(
             Queue::with_durability(
-                address.to_string(),
-                QueueKind::AutoCreated,
+                name.to_string(),
+                kind,
                 self.cfg.default_limits,
                 Arc::clone(&self.memory),
                 durability,
@@ -455,9 +477,8 @@ impl Broker {
             .with_policy(policy, dlq)
             .with_timers(Arc::clone(&self.timers)),
         );
-        queues.insert(address.to_string(), Arc::clone(&q));
-        tracing::debug!(queue = address, "queue auto-created");
-        Ok(q)
+        queues.insert(name.to_string(), Arc::clone(&q));
+        q
     }
 
     /// Creates a dynamic node (§3.5.9) with a unique address in the reserved namespace.

@@ -33,7 +33,7 @@ use super::address::{self, Direction, ExchangeType};
 use super::exchange::{BindSpec, Exchange};
 use super::filter::{self, BindingFilter, On};
 use super::queue::{Queue, QueueKind};
-use super::{Broker, LinkNode, PROPS_SUB, ResolveError, dead_letter_queue};
+use super::{Broker, LinkNode, PROPS_SUB, ResolveError};
 use crate::store::{Op, RecoveredObject};
 
 /// The store's object kind for a subscription's binding.
@@ -378,33 +378,13 @@ impl Broker {
         if queues.len() >= self.cfg.max_queues {
             return Err(ResolveError::TooManyQueues(self.cfg.max_queues));
         }
-        let durability = self
-            .journal
-            .as_ref()
-            .filter(|_| durable)
-            .map(|j| super::declare(j, id.as_str(), PROPS_SUB, self.cfg.page_above));
-        let policy = self.cfg.default_policy.clone();
-        let dlq = dead_letter_queue(
-            &self.cfg,
-            &self.memory,
-            &self.timers,
-            self.journal.as_ref(),
+        Ok(self.create_queue(
             &mut queues,
-            &policy,
-        );
-        let q = Arc::new(
-            Queue::with_durability(
-                id.as_str().to_string(),
-                QueueKind::Subscription,
-                self.cfg.default_limits,
-                Arc::clone(&self.memory),
-                durability,
-            )
-            .with_policy(policy, dlq)
-            .with_timers(Arc::clone(&self.timers)),
-        );
-        queues.insert(id.as_str().to_string(), Arc::clone(&q));
-        Ok(q)
+            id.as_str(),
+            QueueKind::Subscription,
+            durable,
+            PROPS_SUB,
+        ))
     }
 
     /// Brings durable subscriptions back after a restart: each recovered subscription queue
