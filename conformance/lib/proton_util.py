@@ -319,3 +319,47 @@ def send_outcomes(url, address, messages, timeout=30, **connect_kw):
     order: "accepted", "rejected", "released" or "modified". Unlike send_messages, an outcome
     other than accepted is a result, not an error."""
     return run(_SendOutcomes(url, address, list(messages), timeout, connect_kw)).outcomes
+
+
+class _DrainEmpty(Run):
+    def __init__(self, url, addresses, credit, timeout, connect_kw):
+        super().__init__(timeout=timeout, prefetch=0)
+        self.url = url
+        self.addresses = list(addresses)
+        self.credit = credit
+        self.connect_kw = connect_kw
+        self.links = {}  # link name -> address
+        self.got = {a: [] for a in self.addresses}
+        self.drained = set()
+
+    def progress(self):
+        return "drains complete on %s of %s" % (sorted(self.drained), self.addresses)
+
+    def setup(self):
+        conn = self.connect(self.url, **self.connect_kw)
+        for a in self.addresses:
+            self.links[self.container.create_receiver(conn, a).name] = a
+        if not self.addresses:
+            self.finish()
+
+    def on_link_opened(self, event):
+        if event.link.is_receiver:
+            event.link.drain(self.credit)
+
+    def on_message(self, event):
+        self.got[self.links[event.link.name]].append(event.message)
+
+    def on_link_flow(self, event):
+        r = event.link
+        a = self.links.get(r.name)
+        if a is not None and r.is_receiver and r.credit == 0 and not r.draining():
+            self.drained.add(a)
+            if len(self.drained) == len(self.addresses):
+                self.finish()
+
+
+def drain_queues(url, addresses, credit=10, timeout=10, **connect_kw):
+    """Attaches a receiver to each address and drains `credit` from it: returns
+    {address: [messages received (and accepted) before the broker's drain answer]}, which is
+    empty for an empty queue."""
+    return run(_DrainEmpty(url, addresses, credit, timeout, connect_kw)).got
