@@ -43,6 +43,10 @@ step "benchmark harness: a quick durable run against RabbitMQ"
 # Fails if a Ferry cell fails; the goals are printed, not asserted.
 COMPARE_SKIP_INSTALL=1 bash benches/durable.sh --quick --out target/durable-smoke
 
+step "benchmark harness: a quick routing run (fan-out, topic bindings, selectors)"
+# Fails if a cell does not move exactly its messages; the figures are printed, not asserted.
+bash benches/routing.sh --quick --out target/routing-smoke
+
 step "fuzz targets build"
 if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install cargo-fuzz --locked --quiet

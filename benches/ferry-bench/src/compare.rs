@@ -685,7 +685,10 @@ fn pid_alive(pid: u32) -> bool {
 }
 
 /// Runs `cmd` to completion within `limit` (killed past it); returns status, stdout, stderr.
-fn run_bounded(cmd: &mut Command, limit: Duration) -> Result<(ExitStatus, String, String), String> {
+pub(crate) fn run_bounded(
+    cmd: &mut Command,
+    limit: Duration,
+) -> Result<(ExitStatus, String, String), String> {
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -1295,7 +1298,7 @@ pub(crate) fn machine() -> Machine {
     }
 }
 
-fn command_output(program: &str, args: &[&str]) -> Option<String> {
+pub(crate) fn command_output(program: &str, args: &[&str]) -> Option<String> {
     let mut cmd = Command::new(program);
     cmd.args(args);
     let (status, out, _) = run_bounded(&mut cmd, Duration::from_secs(10)).ok()?;

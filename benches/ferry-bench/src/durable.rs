@@ -375,7 +375,7 @@ fn device_flushes(dev: (u64, u64)) -> Option<(String, u64)> {
     })
 }
 
-fn loadavg() -> String {
+pub(crate) fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|_| "unknown".into())
@@ -443,14 +443,15 @@ struct Load {
     window: u32,
 }
 
-/// `durable.lock` in the output directory, holding this process's PID while it lives.
+/// A lock file (`durable.lock`, `routing.lock`) in the output directory, holding this
+/// process's PID while it lives.
 #[derive(Debug)]
-struct OutLock(PathBuf);
+pub(crate) struct OutLock(PathBuf);
 
 impl OutLock {
-    fn take(out: &Path) -> Result<Self, String> {
+    pub(crate) fn take(out: &Path, name: &str) -> Result<Self, String> {
         use std::io::Write as _;
-        let path = out.join("durable.lock");
+        let path = out.join(name);
         for _ in 0..3 {
             match std::fs::OpenOptions::new()
                 .write(true)
@@ -502,15 +503,20 @@ impl Drop for OutLock {
 
 /// A Ferry process of one cell; stopped (SIGTERM, then SIGKILL) when dropped.
 #[derive(Debug)]
-struct Ferry {
+pub(crate) struct Ferry {
     child: Option<Child>,
-    pid: u32,
-    target: Target,
-    log: PathBuf,
+    pub(crate) pid: u32,
+    pub(crate) target: Target,
+    pub(crate) log: PathBuf,
 }
 
 impl Ferry {
-    fn start(paths: &Paths, config: &Path, data: &Path, log: &Path) -> Result<Self, String> {
+    pub(crate) fn start(
+        paths: &Paths,
+        config: &Path,
+        data: &Path,
+        log: &Path,
+    ) -> Result<Self, String> {
         if !paths.ferry.is_file() {
             return Err(format!(
                 "not built: {} (cargo build --release -p ferry)",
@@ -576,7 +582,7 @@ impl Ferry {
     }
 
     /// SIGTERM, then up to `limit` for the broker to close its log and exit; SIGKILL past it.
-    fn stop(&mut self, limit: Duration) -> Result<ExitStatus, String> {
+    pub(crate) fn stop(&mut self, limit: Duration) -> Result<ExitStatus, String> {
         let Some(mut child) = self.child.take() else {
             return Err("already stopped".into());
         };
@@ -782,7 +788,7 @@ pub fn main(args: DurableArgs) -> i32 {
     }
     // Two runs in one directory would wipe each other's brokers' data (RabbitMQ's node
     // directory in particular) and mix their reports.
-    let _lock = match OutLock::take(&paths.out) {
+    let _lock = match OutLock::take(&paths.out, "durable.lock") {
         Ok(l) => l,
         Err(e) => {
             eprintln!("durable: {e}");

@@ -10,12 +10,14 @@
 //! - `null`: the null acceptor, which bounds what this tool itself can measure.
 //! - `compare`: the peer matrix, its Markdown table and SVG chart.
 //! - `durable`: durable messaging (synced write-ahead log) against Ferry and RabbitMQ.
+//! - `routing`: fan-out, topic bindings and selectors against Ferry's own 1→1 rate.
 
 pub mod compare;
 pub mod durable;
 pub mod idle;
 pub mod null;
 pub mod procstat;
+pub mod routing;
 pub mod scenario;
 pub mod storebench;
 pub mod wire;

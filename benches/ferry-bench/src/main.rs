@@ -1,6 +1,6 @@
 //! `ferry-bench`'s command line; see the library's docs for the layout.
 
-use ferry_bench::{compare, durable, null, scenario, wire};
+use ferry_bench::{compare, durable, null, routing, scenario, wire};
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -64,6 +64,9 @@ enum Command {
     /// Durable messaging (1 KiB, unsettled, window 256, sync "always") against Ferry and
     /// RabbitMQ, with the disk's bandwidth; writes target/durable-report/.
     Durable(durable::DurableArgs),
+    /// Routing against Ferry's own 1→1 rate in the same run: fan-out to 10 subscribers, a
+    /// topic exchange with 10,000 bindings, a JMS selector; writes target/routing-report/.
+    Routing(routing::RoutingArgs),
     /// The write-ahead log alone: write rate, recovery time (warm and cold cache), and the
     /// disk's synced write bandwidth.
     Store {
@@ -256,6 +259,7 @@ fn main() {
         }
         Command::Compare(args) => std::process::exit(compare::main(args)),
         Command::Durable(args) => std::process::exit(durable::main(args)),
+        Command::Routing(args) => std::process::exit(routing::main(args)),
         Command::Store {
             dir,
             messages,

@@ -1,15 +1,22 @@
 //! One load scenario: N producer and M consumer connections over K queues, bounded in count
 //! and time, measured from the client side and (given its PID) from the broker's side.
+//!
+//! [`run`] is the plain form: producer and consumer i use queue i mod K, and every message is
+//! the same stamped body. [`run_routed`] adds what the routing benchmarks need ([`Routing`]):
+//! producers that publish to an exchange, consumers with a selector, a set of messages that
+//! differ in subject and application properties, the receipts to expect when that is not one
+//! per message, and a check of which consumer may receive which message.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use ferry::proto::{Event, LinkId, LinkSpec};
+use ferry_codec::definitions::Fields;
 use ferry_codec::definitions::{ReceiverSettleMode, Role, SenderSettleMode};
 use ferry_codec::delivery_state::DeliveryState;
 use ferry_codec::messaging::{Source, Target as AmqpTarget, TargetKind};
-use ferry_codec::types::Str;
+use ferry_codec::types::{Described, Str, Symbol, Value};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use tokio::sync::Barrier;
@@ -59,6 +66,68 @@ impl Scenario {
     }
 }
 
+/// Whether consumer `i` may receive a message made from template `j` (see [`Routing::check`]).
+pub type Check = Arc<dyn Fn(usize, usize) -> bool + Send + Sync>;
+
+/// What a routed run does beyond [`Scenario`]: see [`run_routed`]. The default is a plain run.
+#[derive(Clone, Default)]
+pub struct Routing {
+    /// Where every producer publishes (an exchange, say), instead of queue i mod K.
+    pub producer_address: Option<String>,
+    /// Consumer i's JMS selector (`apache.org:selector-filter:string` on its source); a
+    /// consumer past the end of the list, or with `None`, has none.
+    pub selectors: Vec<Option<String>>,
+    /// The messages. With more than one, producer i's n-th message carries
+    /// [`Routing::sequence`] as its stamp's sequence number and is the template of that number
+    /// mod len, so a consumer knows which template it received (with one, the sequence number
+    /// is n). Empty: one plain template of the scenario's size.
+    pub templates: Arc<Vec<Template>>,
+    /// How the producers share the templates: with `false`, producer i of P starts at
+    /// template i·len/P and goes on in order (so that a few producers together soon use them
+    /// all); with `true`, producer i sends templates i, i + P, i + 2P, … (with len a multiple
+    /// of P, each producer keeps to its own residue class: a topic cell whose pattern j is
+    /// bound to queue j mod P then sends every message of producer i to queue i).
+    pub stride: bool,
+    /// Receipts the run waits for, over all consumers (default: the scenario's count, one per
+    /// message). A fan-out to C subscribers expects C per message, a selector fewer.
+    pub expected: Option<u64>,
+    /// Whether consumer i may receive template j; receipts it says no to are counted as
+    /// [`Report::misrouted`].
+    pub check: Option<Check>,
+}
+
+impl std::fmt::Debug for Routing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Routing")
+            .field("producer_address", &self.producer_address)
+            .field("selectors", &self.selectors)
+            .field("templates", &self.templates.len())
+            .field("stride", &self.stride)
+            .field("expected", &self.expected)
+            .field("check", &self.check.is_some())
+            .finish()
+    }
+}
+
+impl Routing {
+    /// Messages producer `i` sends when the scenario's count is split over its producers.
+    pub fn quota(s: &Scenario, i: usize) -> u64 {
+        let producers = s.producers.max(1) as u64;
+        s.count / producers + u64::from((i as u64) < s.count % producers)
+    }
+
+    /// The sequence number of producer `i`'s `n`-th message (of `producers`); its template
+    /// is this mod the number of templates.
+    pub fn sequence(&self, producers: usize, i: usize, n: u64) -> u64 {
+        let producers = producers.max(1) as u64;
+        if self.stride {
+            i as u64 + n * producers
+        } else {
+            (i * self.templates.len()) as u64 / producers + n
+        }
+    }
+}
+
 /// What was measured.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Report {
@@ -66,6 +135,12 @@ pub struct Report {
     pub sent: u64,
     /// Messages received by consumers.
     pub received: u64,
+    /// Messages received by each consumer, in consumer order (routed runs only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub per_consumer: Vec<u64>,
+    /// Receipts the routed run's check said the consumer should not have had.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub misrouted: u64,
     /// Messages the broker did not accept.
     pub refused: u64,
     /// Sent messages per second, first send to last settlement.
@@ -100,11 +175,16 @@ pub struct Report {
     pub error: Option<String>,
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 /// What one run's producer and consumer tasks share.
 #[derive(Debug)]
 struct Shared {
     target: Target,
     scenario: Scenario,
+    routing: Routing,
     /// Everyone connected (or failed) before the clock starts.
     barrier: Barrier,
     start: std::sync::OnceLock<Instant>,
@@ -131,9 +211,26 @@ impl Shared {
 
 /// Runs `s` against `target`; `broker_pid` adds the broker's CPU and memory.
 pub async fn run(target: &Target, s: &Scenario, broker_pid: Option<u32>) -> Report {
+    run_routed(target, s, &Routing::default(), broker_pid).await
+}
+
+/// [`run`] with `routing`'s addresses, selectors, messages, expected receipts and check; the
+/// report then also has each consumer's count.
+pub async fn run_routed(
+    target: &Target,
+    s: &Scenario,
+    routing: &Routing,
+    broker_pid: Option<u32>,
+) -> Report {
+    let routed = routing.producer_address.is_some()
+        || !routing.selectors.is_empty()
+        || !routing.templates.is_empty()
+        || routing.expected.is_some()
+        || routing.check.is_some();
     let shared = Arc::new(Shared {
         target: target.clone(),
         scenario: s.clone(),
+        routing: routing.clone(),
         barrier: Barrier::new(s.producers + s.consumers + 1),
         start: std::sync::OnceLock::new(),
         sent: AtomicU64::new(0),
@@ -168,10 +265,19 @@ pub async fn run(target: &Target, s: &Scenario, broker_pid: Option<u32>) -> Repo
         }
     }
     let mut hist = new_histogram();
+    let (mut per_consumer, mut misrouted) = (Vec::new(), 0);
     for c in consumers {
-        if let Ok(h) = c.await {
-            let _ = hist.add(&h);
+        match c.await {
+            Ok((h, got, wrong)) => {
+                let _ = hist.add(&h);
+                per_consumer.push(got);
+                misrouted += wrong;
+            }
+            Err(_) => per_consumer.push(0),
         }
+    }
+    if !routed {
+        per_consumer.clear();
     }
     let elapsed = t0.elapsed();
     let broker = sampler.map(Sampler::finish);
@@ -185,6 +291,8 @@ pub async fn run(target: &Target, s: &Scenario, broker_pid: Option<u32>) -> Repo
     Report {
         sent,
         received,
+        per_consumer,
+        misrouted,
         refused: shared.refused.load(Ordering::Relaxed),
         send_rate: sent as f64 / secs(shared.last_send.load(Ordering::Relaxed)),
         recv_rate: received as f64 / secs(shared.last_recv.load(Ordering::Relaxed)),
@@ -217,7 +325,7 @@ pub async fn attach_receiver(
     address: &str,
     credit: u32,
 ) -> Result<LinkId, String> {
-    let link = attach(conn, name, Role::Receiver, address, false).await?;
+    let link = attach(conn, name, Role::Receiver, address, false, None).await?;
     conn.engine
         .grant_credit(link, credit, false)
         .map_err(|e| e.to_string())?;
@@ -230,6 +338,7 @@ async fn attach(
     role: Role,
     address: &str,
     presettled: bool,
+    selector: Option<&str>,
 ) -> Result<LinkId, String> {
     let session = conn.engine.begin().map_err(|e| e.to_string())?;
     conn.wait(
@@ -247,6 +356,7 @@ async fn attach(
             } else {
                 None
             },
+            filter: selector.map(selector_filter),
             ..Default::default()
         }),
         target: Some(TargetKind::Target(AmqpTarget {
@@ -284,8 +394,33 @@ async fn attach(
         if missing {
             return Err(format!("{address}: the broker refused the link"));
         }
+        // A broker that ignores the filter would deliver everything: the attach must echo it.
+        let echoed = attach
+            .source
+            .as_ref()
+            .and_then(|s| s.filter.as_ref())
+            .is_some_and(|f| !f.0.is_empty());
+        if selector.is_some() && !echoed {
+            return Err(format!(
+                "{address}: the broker did not take the selector filter"
+            ));
+        }
     }
     Ok(link)
+}
+
+/// A source filter set holding `selector` as a JMS selector filter
+/// (`apache.org:selector-filter:string`, the form Qpid JMS sends).
+pub fn selector_filter(selector: &str) -> Fields {
+    let mut filter = Fields::new();
+    filter.push(
+        Symbol::from_static("jms-selector"),
+        Value::Described(Box::new(Described {
+            descriptor: Value::Symbol(Symbol::from_static("apache.org:selector-filter:string")),
+            value: Value::String(Str::from(selector)),
+        })),
+    );
+    filter
 }
 
 async fn produce(shared: Arc<Shared>, i: usize) -> Histogram<u64> {
@@ -300,13 +435,17 @@ async fn produce(shared: Arc<Shared>, i: usize) -> Histogram<u64> {
     );
     let setup = async {
         let mut conn = Conn::connect(target, &format!("ferry-bench-p{i}")).await?;
-        let address = s.queue_address(i % s.queues.max(1));
+        let address = match &shared.routing.producer_address {
+            Some(a) => a.clone(),
+            None => s.queue_address(i % s.queues.max(1)),
+        };
         let link = attach(
             &mut conn,
             format!("p{i}"),
             Role::Sender,
             &address,
             s.presettled,
+            None,
         )
         .await?;
         Ok::<_, String>((conn, link))
@@ -323,12 +462,17 @@ async fn produce(shared: Arc<Shared>, i: usize) -> Histogram<u64> {
     };
     let t0 = *start.get_or_init(Instant::now);
     let wall0 = wall_nanos();
-    let template = Template::new(s.size, s.durable);
+    let plain = [Template::new(s.size, s.durable)];
+    let templates: &[Template] = if shared.routing.templates.is_empty() {
+        &plain
+    } else {
+        &shared.routing.templates
+    };
     let producers = s.producers.max(1) as u64;
     let quota = if s.count == 0 {
         u64::MAX
     } else {
-        s.count / producers + u64::from((i as u64) < s.count % producers)
+        Routing::quota(s, i)
     };
     // Seconds between this producer's messages at the requested rate.
     let interval = (s.rate > 0).then(|| Duration::from_secs_f64(producers as f64 / s.rate as f64));
@@ -395,7 +539,13 @@ async fn produce(shared: Arc<Shared>, i: usize) -> Histogram<u64> {
                 }
                 None => wall_nanos(),
             };
-            let Some(m) = template.stamped(stamp, written) else {
+            let (seq, template) = if templates.len() == 1 {
+                (written, templates.first())
+            } else {
+                let seq = shared.routing.sequence(s.producers, i, written);
+                (seq, templates.get((seq % templates.len() as u64) as usize))
+            };
+            let Some(m) = template.and_then(|t| t.stamped(stamp, seq)) else {
                 break;
             };
             let Ok(id) = conn.engine.send(link, &m, s.presettled, None) else {
@@ -443,7 +593,9 @@ async fn produce(shared: Arc<Shared>, i: usize) -> Histogram<u64> {
     accepted
 }
 
-async fn consume(shared: Arc<Shared>, i: usize) -> Histogram<u64> {
+/// Returns the latency histogram, the messages this consumer received, and how many of them
+/// the routing check said it should not have.
+async fn consume(shared: Arc<Shared>, i: usize) -> (Histogram<u64>, u64, u64) {
     let (target, s, barrier, start) = (
         &shared.target,
         &shared.scenario,
@@ -454,12 +606,14 @@ async fn consume(shared: Arc<Shared>, i: usize) -> Histogram<u64> {
     let setup = async {
         let mut conn = Conn::connect(target, &format!("ferry-bench-c{i}")).await?;
         let address = s.queue_address(i % s.queues.max(1));
+        let selector = shared.routing.selectors.get(i).cloned().flatten();
         let link = attach(
             &mut conn,
             format!("c{i}"),
             Role::Receiver,
             &address,
             s.presettled,
+            selector.as_deref(),
         )
         .await?;
         conn.engine
@@ -473,22 +627,32 @@ async fn consume(shared: Arc<Shared>, i: usize) -> Histogram<u64> {
         Ok(x) => x,
         Err(e) => {
             shared.fail(format!("consumer {i}: {e}"));
-            return hist;
+            return (hist, 0, 0);
         }
     };
     let t0 = *start.get_or_init(Instant::now);
     let credit = s.credit.max(1);
     let mut used = 0u32;
-    let expected = s.count;
+    let expected = shared.routing.expected.unwrap_or(s.count);
+    let templates = shared.routing.templates.len().max(1) as u64;
+    let check = shared.routing.check.as_ref();
+    let (mut mine, mut misrouted) = (0u64, 0u64);
     let deadline = t0 + s.duration + Duration::from_secs(5);
     loop {
         let mut got = 0u64;
         while let Some(e) = conn.engine.poll_event() {
             match e {
                 Event::Delivery(d) => {
-                    if let Some((stamp, _)) = read_stamp(&d.message) {
-                        let now = wall_nanos();
-                        let _ = hist.record(now.saturating_sub(stamp).max(1_000));
+                    match read_stamp(&d.message) {
+                        Some((stamp, seq)) => {
+                            let now = wall_nanos();
+                            let _ = hist.record(now.saturating_sub(stamp).max(1_000));
+                            if check.is_some_and(|f| !f(i, (seq % templates) as usize)) {
+                                misrouted += 1;
+                            }
+                        }
+                        None if check.is_some() => misrouted += 1,
+                        None => {}
                     }
                     if !d.settled {
                         let _ = conn.engine.settle_incoming(
@@ -512,6 +676,7 @@ async fn consume(shared: Arc<Shared>, i: usize) -> Histogram<u64> {
             used = 0;
         }
         if got > 0 {
+            mine += got;
             let total = shared.received.fetch_add(got, Ordering::Relaxed) + got;
             shared
                 .last_recv
@@ -522,10 +687,17 @@ async fn consume(shared: Arc<Shared>, i: usize) -> Histogram<u64> {
         }
         let total = shared.received.load(Ordering::Relaxed);
         let producing = shared.producing.load(Ordering::Relaxed);
+        // A routed run expects some other number of receipts than messages sent: once the
+        // producers are done and the run has failed, nothing more is worth waiting for.
+        let caught_up = if shared.routing.expected.is_none() {
+            total >= shared.sent.load(Ordering::Relaxed)
+        } else {
+            shared.error.lock().map_or(true, |e| e.is_some())
+        };
         let done = (expected > 0 && total >= expected)
             || (producing == 0
                 && (s.count == 0 || shared.stop.load(Ordering::Relaxed))
-                && total >= shared.sent.load(Ordering::Relaxed))
+                && caught_up)
             || Instant::now() >= deadline;
         if done {
             break;
@@ -538,7 +710,7 @@ async fn consume(shared: Arc<Shared>, i: usize) -> Histogram<u64> {
     // Settlements of the last messages go out before the close.
     let _ = conn.turn(Duration::ZERO).await;
     conn.close().await;
-    hist
+    (hist, mine, misrouted)
 }
 
 /// One line per field, for people.
@@ -572,6 +744,9 @@ pub fn table(s: &Scenario, r: &Report) -> String {
     );
     if r.refused > 0 {
         out += &format!("refused    {:>12} msgs\n", r.refused);
+    }
+    if r.misrouted > 0 {
+        out += &format!("misrouted  {:>12} msgs\n", r.misrouted);
     }
     out += &format!(
         "latency    p50 {:.0} µs  p99 {:.0} µs  p99.9 {:.0} µs  max {:.0} µs\n",

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use ferry::proto::{ClientSasl, Connection, ConnectionConfig, EndpointRole, Event, SaslConfig};
-use ferry_codec::messaging::{Data, Header, Message, Section};
-use ferry_codec::types::Symbol;
+use ferry_codec::messaging::{ApplicationProperties, Data, Header, Message, Properties, Section};
+use ferry_codec::types::{Map, Str, Symbol, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -40,13 +40,40 @@ pub struct Template {
 impl Template {
     /// A header (durable as asked) and one `data` section of `size` bytes (at least 16).
     pub fn new(size: usize, durable: bool) -> Self {
+        Self::routed(size, durable, None, &[])
+    }
+
+    /// [`Template::new`] with a `properties.subject` (a routing key) and application
+    /// properties when given: the routing benchmarks' messages. The body stays the last
+    /// section, so the stamp is where [`read_stamp`] looks for it.
+    pub fn routed(
+        size: usize,
+        durable: bool,
+        subject: Option<&str>,
+        application_properties: &[(&str, Value)],
+    ) -> Self {
         let size = size.max(STAMP_LEN);
         let header = Header {
             durable,
             ..Default::default()
         };
         let body = Bytes::from(vec![0u8; size]);
-        let bytes = Message::from_sections(&[Section::Header(header), Section::Data(Data(body))])
+        let mut sections = vec![Section::Header(header)];
+        if subject.is_some() {
+            sections.push(Section::Properties(Properties {
+                subject,
+                ..Default::default()
+            }));
+        }
+        if !application_properties.is_empty() {
+            let mut map = Map::new();
+            for (k, v) in application_properties {
+                map.push(Value::String(Str::from(*k)), v.clone());
+            }
+            sections.push(Section::ApplicationProperties(ApplicationProperties(map)));
+        }
+        sections.push(Section::Data(Data(body)));
+        let bytes = Message::from_sections(&sections)
             .map(|m| m.to_contiguous().to_vec())
             .unwrap_or_default();
         // The data section is last, so its payload is the final `size` bytes.
@@ -366,6 +393,21 @@ mod tests {
             assert_eq!(read_stamp(&m), Some((123_456_789, 42)), "size {size}");
             assert!(m.header().unwrap().durable);
         }
+    }
+
+    #[test]
+    fn routed_templates_carry_subject_and_properties_and_keep_the_stamp() {
+        let t = Template::routed(
+            64,
+            false,
+            Some("eu.d7.temp"),
+            &[("color", Value::string("red")), ("size", Value::Long(11))],
+        );
+        let m = t.stamped(5, 9).unwrap();
+        assert_eq!(read_stamp(&m), Some((5, 9)));
+        assert_eq!(m.properties().unwrap().unwrap().subject, Some("eu.d7.temp"));
+        let props = m.application_properties().unwrap().unwrap();
+        assert_eq!(props.0.len(), 2);
     }
 
     #[test]
