@@ -241,3 +241,47 @@ async fn browsers_see_every_message_and_leave_it_for_consumers() {
     );
     server.stop().await;
 }
+
+/// A selector consumer finds its messages however deep behind ones it does not select, and
+/// each message is judged once: a backlog of messages nobody selects does not hold it back.
+#[tokio::test]
+async fn a_selector_finds_its_messages_behind_a_long_unselected_backlog() {
+    let server = start_broker(BrokerConfig::default()).await;
+    let mut p = TestClient::connect(server.addresses[0]).await;
+    let tx = p.sender(Some("deep")).await;
+    // 3,000 blue, then 10 red, then 1,000 blue, then 10 red.
+    let plan: Vec<(String, &str)> = (0..4_020)
+        .map(|i| {
+            let red = (3_000..3_010).contains(&i) || i >= 4_010;
+            (format!("m{i}"), if red { "red" } else { "blue" })
+        })
+        .collect();
+    p.send_many(tx, plan.len(), |i| message(&plan[i].0, plan[i].1, 20))
+        .await;
+    p.settle_for(Duration::from_millis(200)).await;
+    let mut c = TestClient::connect(server.addresses[0]).await;
+    let (red, _) = attach(
+        &mut c,
+        "red",
+        selector_source("deep", "color = 'red'", false),
+    )
+    .await;
+    c.engine.grant_credit(red, 100, false).unwrap();
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while got.len() < 20 && tokio::time::Instant::now() < deadline {
+        got.extend(receive(&mut c, red, Duration::from_millis(50)).await);
+    }
+    let want: Vec<String> = (3_000..3_010)
+        .chain(4_010..4_020)
+        .map(|i| format!("m{i}"))
+        .collect();
+    assert_eq!(got, want);
+    // Messages arriving later are found too, and the blue ones are all still there.
+    p.send_many(tx, 2, |i| message(&format!("late{i}"), "red", 20))
+        .await;
+    let late = receive(&mut c, red, Duration::from_millis(300)).await;
+    assert_eq!(late, ["late0", "late1"]);
+    assert_eq!(server.broker.get("deep").unwrap().stats().ready, 4_000);
+    server.stop().await;
+}

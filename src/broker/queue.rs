@@ -285,11 +285,22 @@ struct Consumer {
     /// messages stay; `cursor` is the first entry id it has not seen.
     browse: bool,
     cursor: u64,
+    /// Every ready entry placed before this is one this consumer may not take (selector,
+    /// size, undeliverable-here): dispatch looks for its next message from here, so each
+    /// entry is judged once per consumer however long it waits.
+    passed: Place,
 }
 
-/// How far past the head of a queue dispatch looks for a message a consumer may take, so a
-/// consumer that can take none of a long queue does not make every dispatch walk all of it.
+/// How many messages refill reads ahead of consumers' credit at most.
 const SKIP_SCAN_LIMIT: usize = 1024;
+
+/// An entry's place in `ready`, which is ordered by it: higher priority first, then older
+/// (lower entry id) first.
+type Place = (u8, u64);
+
+fn place(e: &Entry) -> Place {
+    (9u8.saturating_sub(e.priority), e.id)
+}
 
 impl Consumer {
     /// Whether this consumer may be offered `entry` (credit aside).
@@ -339,6 +350,8 @@ struct State {
     restored_expiry: IdMap<u64, u64>,
     /// Some message jumped ahead by priority, so `ready` is not in id order.
     mixed_priorities: bool,
+    /// The furthest `passed` of any consumer: an entry placed after it needs no check.
+    max_passed: Place,
     /// Messages held until their scheduled time, by (due ms, entry id).
     scheduled: std::collections::BTreeMap<(u64, u64), Entry>,
     /// Unacked entries under a lock, by (lock end ms, entry id).
@@ -1115,6 +1128,7 @@ impl Queue {
             selector: selector.filter(|s| !s.selects_all()),
             browse,
             cursor: 0,
+            passed: (0, 0),
         });
         s.idle_since = None;
     }
@@ -1266,18 +1280,34 @@ impl Queue {
 
     /// Puts a message back at its place in FIFO order (by entry id).
     fn requeue(s: &mut State, e: Entry) {
-        let pos = s
-            .ready
-            .iter()
-            .position(|r| r.priority < e.priority || (r.priority == e.priority && r.id > e.id))
-            .unwrap_or(s.ready.len());
+        Self::unpass(s, &e);
+        let at = place(&e);
+        let pos = s.ready.partition_point(|r| place(r) < at);
         s.ready.insert(pos, e);
+    }
+
+    /// An entry is going into `ready` before where some consumers have looked: those that
+    /// may take it must look again from it; for the others it is one more passed.
+    fn unpass(s: &mut State, e: &Entry) {
+        let at = place(e);
+        if at >= s.max_passed {
+            return;
+        }
+        let mut max = (0, 0);
+        for c in s.consumers.iter_mut() {
+            if at < c.passed && c.may_take(e) {
+                c.passed = at;
+            }
+            max = max.max(c.passed);
+        }
+        s.max_passed = max;
     }
 
     /// Adds a new message (the newest id) behind every message of its priority or higher:
     /// delivery is by level, FIFO within a level. With one level in use this is a push at
     /// the back.
     fn push(s: &mut State, e: Entry) {
+        Self::unpass(s, &e);
         if s.ready
             .back()
             .is_none_or(|last| last.priority >= e.priority)
@@ -1286,11 +1316,8 @@ impl Queue {
             return;
         }
         s.mixed_priorities = true;
-        let pos = s
-            .ready
-            .iter()
-            .rposition(|r| r.priority >= e.priority)
-            .map_or(0, |i| i + 1);
+        let at = place(&e);
+        let pos = s.ready.partition_point(|r| place(r) < at);
         s.ready.insert(pos, e);
     }
 
@@ -1606,27 +1633,14 @@ impl Queue {
         if n == 0 {
             return;
         }
-        // The first ready message (FIFO) that some consumer with credit may take: a message
-        // excluded for a consumer (modified undeliverable-here) or too large for it must not
-        // hold back the messages behind it (within SKIP_SCAN_LIMIT of the head).
+        // The first ready message (in order) that some consumer with credit may take, ties
+        // going round-robin: a message a consumer may not take (its selector, its size,
+        // modified undeliverable-here) must not hold back the messages behind it.
         self.browse(s);
         while s.consumers.iter().any(|c| c.credit > 0 && !c.browse) {
             // Messages only on disk are read back as consumers reach them.
             self.refill(s);
-            let mut chosen = None;
-            'scan: for (pos, entry) in s.ready.iter().take(SKIP_SCAN_LIMIT).enumerate() {
-                for k in 0..n {
-                    let i = (s.rr + k) % n;
-                    if s.consumers
-                        .get(i)
-                        .is_some_and(|c| c.credit > 0 && !c.browse && c.may_take(entry))
-                    {
-                        chosen = Some((pos, i));
-                        break 'scan;
-                    }
-                }
-            }
-            let Some((pos, i)) = chosen else {
+            let Some((pos, i)) = Self::choose(s) else {
                 break;
             };
             s.rr = (i + 1) % n;
@@ -1697,13 +1711,18 @@ impl Queue {
         }
         // Drain: a consumer that asked to drain and still has credit has seen everything it
         // may take.
-        let ready = &s.ready;
         let elsewhere = s.on_disk() > 0;
-        for c in s.consumers.iter_mut() {
+        let State {
+            consumers,
+            ready,
+            max_passed,
+            ..
+        } = s;
+        for c in consumers.iter_mut().filter(|c| c.drain) {
             let nothing_left = if c.browse {
                 !ready.iter().any(|e| e.id >= c.cursor && c.may_take(e))
             } else {
-                !elsewhere && !ready.iter().take(SKIP_SCAN_LIMIT).any(|e| c.may_take(e))
+                !elsewhere && Self::next_for(c, ready, ready.len(), max_passed).is_none()
             };
             if c.drain && (c.credit == 0 || nothing_left) {
                 c.drain = false;
@@ -1718,6 +1737,67 @@ impl Queue {
 }
 
 impl Queue {
+    /// The position in `ready` of the first entry consumer `c` may take, looking no further
+    /// than `limit`; the entries it passes are remembered as passed.
+    fn next_for(
+        c: &mut Consumer,
+        ready: &VecDeque<Entry>,
+        limit: usize,
+        max_passed: &mut Place,
+    ) -> Option<usize> {
+        let mut pos = if c.passed == (0, 0) {
+            0
+        } else {
+            ready.partition_point(|e| place(e) < c.passed)
+        };
+        let found = loop {
+            if pos >= limit {
+                break None;
+            }
+            let e = ready.get(pos)?;
+            if c.may_take(e) {
+                break Some(pos);
+            }
+            let (level, id) = place(e);
+            c.passed = (level, id + 1);
+            pos += 1;
+        };
+        *max_passed = (*max_passed).max(c.passed);
+        found
+    }
+
+    /// The next delivery: (position in `ready`, consumer index). The earliest entry any
+    /// consumer with credit may take; among consumers that may take it, the next in
+    /// round-robin order.
+    fn choose(s: &mut State) -> Option<(usize, usize)> {
+        let n = s.consumers.len();
+        let State {
+            consumers,
+            ready,
+            rr,
+            max_passed,
+            ..
+        } = s;
+        let mut chosen: Option<(usize, usize)> = None;
+        for k in 0..n {
+            let i = (*rr + k) % n;
+            let Some(c) = consumers.get_mut(i) else {
+                continue;
+            };
+            if c.credit == 0 || c.browse {
+                continue;
+            }
+            let limit = chosen.map_or(ready.len(), |(p, _)| p);
+            if let Some(pos) = Self::next_for(c, ready, limit, max_passed) {
+                chosen = Some((pos, i));
+                if pos == 0 {
+                    break;
+                }
+            }
+        }
+        chosen
+    }
+
     /// Sends browsers copies of the ready messages past their cursors, in order, within
     /// their credit. The messages stay where they are.
     fn browse(self: &Arc<Self>, s: &mut State) {
