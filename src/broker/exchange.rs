@@ -62,8 +62,28 @@ impl BindSpec {
 
 #[derive(Debug)]
 struct Binding {
+    id: u64,
     queue: Arc<Queue>,
     spec: BindSpec,
+}
+
+/// A binding as the key indexes hold it: routing reaches the queue and the filters without
+/// another lookup. Equal (and hashed) by binding id.
+#[derive(Debug, Clone)]
+struct Hit(Arc<Binding>);
+
+impl PartialEq for Hit {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.id == other.0.id
+    }
+}
+
+impl Eq for Hit {}
+
+impl std::hash::Hash for Hit {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.id.hash(state);
+    }
 }
 
 impl Binding {
@@ -89,11 +109,11 @@ impl Binding {
 #[derive(Debug, Default)]
 struct Bindings {
     /// By binding id.
-    all: HashMap<u64, Binding>,
-    /// Direct: binding ids by key.
-    by_key: HashMap<String, Vec<u64>>,
-    /// Topic: binding ids by pattern.
-    topics: TopicTable<u64>,
+    all: HashMap<u64, Hit>,
+    /// Direct: bindings by key.
+    by_key: HashMap<String, Vec<Hit>>,
+    /// Topic: bindings by pattern.
+    topics: TopicTable<Hit>,
     next: u64,
 }
 
@@ -154,15 +174,17 @@ impl Exchange {
         spec: BindSpec,
     ) -> Result<u64, BindError> {
         let id = b.next;
+        let hit = Hit(Arc::new(Binding { id, queue, spec }));
+        let key = &hit.0.spec.key;
         match self.spec.ty {
             ExchangeType::Topic => {
-                b.topics.bind(&spec.key, id)?;
+                b.topics.bind(key, hit.clone())?;
             }
-            ExchangeType::Direct => b.by_key.entry(spec.key.clone()).or_default().push(id),
+            ExchangeType::Direct => b.by_key.entry(key.clone()).or_default().push(hit.clone()),
             ExchangeType::Fanout | ExchangeType::Headers => {}
         }
         b.next += 1;
-        b.all.insert(id, Binding { queue, spec });
+        b.all.insert(id, hit);
         Ok(id)
     }
 
@@ -186,18 +208,18 @@ impl Exchange {
     }
 
     fn remove(&self, b: &mut Bindings, id: u64) {
-        let Some(binding) = b.all.remove(&id) else {
+        let Some(hit) = b.all.remove(&id) else {
             return;
         };
-        let key = &binding.spec.key;
+        let key = &hit.0.spec.key;
         match self.spec.ty {
             ExchangeType::Topic => {
-                b.topics.unbind(key, &id);
+                b.topics.unbind(key, &hit);
             }
             ExchangeType::Direct => {
-                if let Some(ids) = b.by_key.get_mut(key) {
-                    ids.retain(|i| *i != id);
-                    if ids.is_empty() {
+                if let Some(hits) = b.by_key.get_mut(key) {
+                    hits.retain(|h| h.0.id != id);
+                    if hits.is_empty() {
                         b.by_key.remove(key);
                     }
                 }
@@ -212,7 +234,7 @@ impl Exchange {
             .read()
             .all
             .iter()
-            .filter(|(_, b)| Arc::ptr_eq(&b.queue, queue))
+            .filter(|(_, h)| Arc::ptr_eq(&h.0.queue, queue))
             .map(|(id, _)| *id)
             .collect();
         for id in ids {
@@ -229,34 +251,37 @@ impl Exchange {
     /// `origin` is the publisher's container-id, for no-local bindings.
     pub fn route(&self, message: &Message, key: &str, origin: Option<&str>) -> Vec<Arc<Queue>> {
         let b = self.read();
-        let mut ids: Vec<u64> = Vec::new();
-        match self.spec.ty {
-            ExchangeType::Fanout | ExchangeType::Headers => ids.extend(b.all.keys().copied()),
-            ExchangeType::Direct => {
-                if let Some(v) = b.by_key.get(key) {
-                    ids.extend(v.iter().copied());
-                }
-            }
-            ExchangeType::Topic => b.topics.matches(key, &mut ids),
-        }
-        let mut out: Vec<Arc<Queue>> = Vec::with_capacity(ids.len());
+        let mut out: Vec<Arc<Queue>> = Vec::new();
         // A queue bound several ways gets the message once; a set only pays off when many
-        // bindings matched.
+        // bindings matched (`n`).
         let mut seen = std::collections::HashSet::new();
-        for id in ids.iter() {
-            let Some(binding) = b.all.get(id) else {
-                continue;
-            };
+        let mut add = |hit: &Hit, n: usize| {
+            let binding = &hit.0;
             if !binding.admits(message, origin) {
-                continue;
+                return;
             }
-            let fresh = if ids.len() > 16 {
+            let fresh = if n > 16 {
                 seen.insert(Arc::as_ptr(&binding.queue))
             } else {
                 !out.iter().any(|q| Arc::ptr_eq(q, &binding.queue))
             };
             if fresh {
                 out.push(Arc::clone(&binding.queue));
+            }
+        };
+        match self.spec.ty {
+            ExchangeType::Fanout | ExchangeType::Headers => {
+                let n = b.all.len();
+                b.all.values().for_each(|h| add(h, n));
+            }
+            ExchangeType::Direct => {
+                let hits = b.by_key.get(key).map_or(&[][..], Vec::as_slice);
+                hits.iter().for_each(|h| add(h, hits.len()));
+            }
+            ExchangeType::Topic => {
+                let mut found: Vec<Hit> = Vec::new();
+                b.topics.matches(key, &mut found);
+                found.iter().for_each(|h| add(h, found.len()));
             }
         }
         out

@@ -811,6 +811,25 @@ impl Queue {
         message: Message,
         stored: Option<u64>,
     ) -> Result<bool, ErrorCondition> {
+        self.enqueue_with(message, stored, true)
+    }
+
+    /// As [`Queue::enqueue_stored`], for a message already copied out of its read buffers
+    /// (one routed to several queues shares that one copy).
+    pub fn enqueue_copied(
+        self: &Arc<Self>,
+        message: Message,
+        stored: Option<u64>,
+    ) -> Result<bool, ErrorCondition> {
+        self.enqueue_with(message, stored, false)
+    }
+
+    fn enqueue_with(
+        self: &Arc<Self>,
+        message: Message,
+        stored: Option<u64>,
+        copy: bool,
+    ) -> Result<bool, ErrorCondition> {
         self.check_size(message.len())?;
         let mut s = self.lock();
         if s.deleted {
@@ -866,8 +885,12 @@ impl Queue {
                 return Ok(true);
             }
         }
-        // Stored messages must not pin the read buffers they arrived in (see COMPACT_BELOW).
-        let message = message.compacted(COMPACT_BELOW);
+        // Messages must not pin the read buffers they arrived in (see COMPACT_BELOW).
+        let message = if copy {
+            message.compacted(COMPACT_BELOW)
+        } else {
+            message
+        };
         if scheduled {
             self.hold(&mut s, message, stored, expires, priority, due);
             self.finish(s);

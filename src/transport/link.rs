@@ -60,6 +60,8 @@ struct Consumer {
 struct Staged {
     queue: Arc<Queue>,
     message: Message,
+    /// Already copied out of the read buffers (shared by the queues it was routed to).
+    copied: bool,
     /// The store's id for it, if it is stored.
     stored: Option<u64>,
     link: LinkId,
@@ -645,6 +647,14 @@ impl Links {
             return;
         }
         let stores = durable && queues.iter().any(|q| q.durability().is_some());
+        // Queues copy a message out of the read buffers it arrived in; one routed to several
+        // is copied once here and shared by all of them.
+        let shared = queues.len() > 1;
+        let message = if shared {
+            d.message.compacted(usize::MAX)
+        } else {
+            d.message
+        };
         if stores || !self.staged.is_empty() {
             // Through the store (or behind something that is, to keep the order): staged
             // until the end of the turn. One entry answers the producer: a stored one if
@@ -662,7 +672,8 @@ impl Links {
                 };
                 self.staged.push(Staged {
                     queue: Arc::clone(q),
-                    message: d.message.clone(),
+                    message: message.clone(),
+                    copied: shared,
                     stored,
                     link,
                     delivery_id: d.delivery_id,
@@ -675,15 +686,16 @@ impl Links {
         }
         // In memory only: accepted once every queue took it.
         let mut outcome = Ok(());
-        if let Some((last, others)) = queues.split_last() {
-            for q in others {
-                if let Err(c) = q.enqueue(d.message.clone()) {
+        if shared {
+            for q in queues {
+                if let Err(c) = q.enqueue_copied(message.clone(), None) {
                     outcome = Err((c.clone(), format!("not stored: {c}")));
                 }
             }
-            if let Err(c) = last.enqueue(d.message) {
-                outcome = Err((c.clone(), format!("not stored: {c}")));
-            }
+        } else if let Some(q) = queues.first()
+            && let Err(c) = q.enqueue(message)
+        {
+            outcome = Err((c.clone(), format!("not stored: {c}")));
         }
         let state = match outcome {
             Ok(()) => DeliveryState::Accepted(Accepted {}),
@@ -818,7 +830,11 @@ impl Links {
         let mut paged: Vec<Arc<Queue>> = Vec::new();
         for s in staged {
             // The queue submits the store's enqueue record itself (under its lock).
-            let result = s.queue.enqueue_stored(s.message, s.stored);
+            let result = if s.copied {
+                s.queue.enqueue_copied(s.message, s.stored)
+            } else {
+                s.queue.enqueue_stored(s.message, s.stored)
+            };
             if let (Some(_), Some(d)) = (s.stored, s.queue.durability()) {
                 journal.get_or_insert_with(|| Arc::clone(&d.journal));
             }
