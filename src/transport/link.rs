@@ -16,7 +16,7 @@ use ferry_codec::types::{Str, Value};
 use tokio::sync::mpsc;
 
 use crate::broker::address::{self, Direction, Parsed, Unroutable};
-use crate::broker::exchange::Exchange;
+use crate::broker::exchange::{Exchange, Routed as Route};
 use crate::broker::filter::{self, On};
 use crate::broker::subscription::{self, Named, SubscribeRequest, SubscriptionId};
 use crate::broker::{
@@ -74,22 +74,6 @@ struct Staged {
 
 /// Where a message goes: its queues (none: unroutable), and what an unroutable one hears.
 type Targets = (Route, Unroutable);
-
-/// The queues a message goes to. Nearly always one, which needs no allocation per message.
-#[derive(Debug)]
-enum Route {
-    One(Arc<Queue>),
-    Many(Vec<Arc<Queue>>),
-}
-
-impl Route {
-    fn as_slice(&self) -> &[Arc<Queue>] {
-        match self {
-            Route::One(q) => std::slice::from_ref(q),
-            Route::Many(v) => v,
-        }
-    }
-}
 
 /// Deliveries the store answered for together, and its answer.
 type Answer = (Vec<(LinkId, SequenceNo)>, Result<(), String>);
@@ -542,7 +526,7 @@ impl Links {
                 .or_else(|| props.as_ref().and_then(|p| p.subject))
                 .unwrap_or("");
             (
-                Route::Many(ex.route(message, key, Some(&self.container))),
+                ex.route(message, key, Some(&self.container)),
                 ex.unroutable(),
             )
         };
