@@ -267,6 +267,56 @@ pub fn median_index(values: &[f64]) -> Option<usize> {
     idx.get(values.len().saturating_sub(1) / 2).copied()
 }
 
+/// The median run by `rate` among the runs that are `ok` (the last run when none is), with
+/// every run's rate in order.
+pub fn median_run<T>(
+    runs: Vec<T>,
+    rate: impl Fn(&T) -> f64,
+    ok: impl Fn(&T) -> bool,
+) -> Option<(T, Vec<f64>)> {
+    let rates: Vec<f64> = runs.iter().map(&rate).collect();
+    let good: Vec<usize> = (0..runs.len())
+        .filter(|&i| runs.get(i).is_some_and(&ok))
+        .collect();
+    let good_rates: Vec<f64> = good.iter().filter_map(|&i| rates.get(i).copied()).collect();
+    let pick = median_index(&good_rates)
+        .and_then(|m| good.get(m).copied())
+        .or_else(|| runs.len().checked_sub(1))?;
+    let run = runs.into_iter().nth(pick)?;
+    Some((run, rates))
+}
+
+/// A figure with `prec` decimals, or a dash when there is none.
+pub fn opt(v: Option<f64>, prec: usize) -> String {
+    v.map_or_else(|| "—".into(), |v| format!("{v:.prec$}"))
+}
+
+/// Writes `NAME.md` and `NAME.json` (of `results`) under `out` and prints the markdown;
+/// false if a file could not be written (said on stderr).
+pub fn save_report(out: &Path, name: &str, md: &str, results: &impl Serialize) -> bool {
+    let json = match serde_json::to_string_pretty(results) {
+        Ok(j) => j,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            return false;
+        }
+    };
+    let mut ok = true;
+    for (file, text) in [(format!("{name}.md"), md), (format!("{name}.json"), &json)] {
+        let path = out.join(file);
+        if let Err(e) = std::fs::write(&path, text) {
+            eprintln!("{name}: {}: {e}", path.display());
+            ok = false;
+        }
+    }
+    print!("{md}");
+    eprintln!(
+        "{name}: wrote {} and {name}.json",
+        out.join(format!("{name}.md")).display()
+    );
+    ok
+}
+
 fn median(values: &mut [f64]) -> Option<f64> {
     if values.is_empty() {
         return None;

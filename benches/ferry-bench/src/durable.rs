@@ -398,10 +398,6 @@ fn topology(links: usize) -> String {
     format!("{links}→{links}")
 }
 
-fn opt(v: Option<f64>, prec: usize) -> String {
-    v.map_or_else(|| "—".into(), |v| format!("{v:.prec$}"))
-}
-
 fn met_str(m: Option<bool>) -> &'static str {
     match m {
         Some(true) => "met",
@@ -636,19 +632,7 @@ fn run_scenario(rt: &tokio::runtime::Runtime, target: &Target, s: &Scenario, pid
 /// The median run of a cell by received rate, among the runs that succeeded (the last run
 /// when none did), with every run's rate in `runs`.
 fn median_run(runs: Vec<CellResult>) -> Option<CellResult> {
-    let rates: Vec<f64> = runs.iter().map(|c| c.rate().unwrap_or(0.0)).collect();
-    let ok: Vec<usize> = (0..runs.len())
-        .filter(|&i| runs.get(i).is_some_and(CellResult::ok))
-        .collect();
-    let ok_rates: Vec<f64> = ok.iter().filter_map(|&i| rates.get(i).copied()).collect();
-    let pick = compare::median_index(&ok_rates)
-        .and_then(|m| ok.get(m).copied())
-        .or_else(|| runs.len().checked_sub(1));
-    let mut cell = runs
-        .into_iter()
-        .enumerate()
-        .find(|(i, _)| Some(*i) == pick)?
-        .1;
+    let (mut cell, rates) = compare::median_run(runs, |c| c.rate().unwrap_or(0.0), CellResult::ok)?;
     cell.runs = rates;
     Some(cell)
 }
@@ -1045,25 +1029,9 @@ pub fn main(args: DurableArgs) -> i32 {
     }
 
     let md = render_markdown(&results);
-    let json = match serde_json::to_string_pretty(&results) {
-        Ok(j) => j,
-        Err(e) => {
-            eprintln!("durable: {e}");
-            return 1;
-        }
-    };
-    for (file, text) in [("durable.md", &md), ("durable.json", &json)] {
-        let path = paths.out.join(file);
-        if let Err(e) = std::fs::write(&path, text) {
-            eprintln!("durable: {}: {e}", path.display());
-            code = 1;
-        }
+    if !compare::save_report(&paths.out, "durable", &md, &results) {
+        code = 1;
     }
-    print!("{md}");
-    eprintln!(
-        "durable: wrote {} and durable.json",
-        paths.out.join("durable.md").display()
-    );
     code
 }
 
@@ -1199,8 +1167,8 @@ pub fn render_markdown(r: &DurableResults) -> String {
             if c.durable { "durable" } else { "transient" },
             compare::thousands(rep.received),
             rate,
-            opt(c.pct_of_transient, 0).replace('—', if c.durable { "—" } else { "100" }),
-            opt(rep.broker_cpu_us_per_msg.filter(|_| ran), 2),
+            compare::opt(c.pct_of_transient, 0).replace('—', if c.durable { "—" } else { "100" }),
+            compare::opt(rep.broker_cpu_us_per_msg.filter(|_| ran), 2),
             if ran {
                 format!("{:.0} / {:.0}", rep.accept_p50_us, rep.accept_p99_us)
             } else {
@@ -1211,9 +1179,9 @@ pub fn render_markdown(r: &DurableResults) -> String {
             } else {
                 dash()
             },
-            opt(c.fsyncs_per_sec, 0),
-            opt(c.msgs_per_fsync, 1),
-            opt(c.device_flushes_per_sec, 0),
+            compare::opt(c.fsyncs_per_sec, 0),
+            compare::opt(c.msgs_per_fsync, 1),
+            compare::opt(c.device_flushes_per_sec, 0),
         );
     }
     let _ = writeln!(md);

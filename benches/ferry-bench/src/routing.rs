@@ -939,22 +939,8 @@ fn run_cell(
 /// The median run of a cell by its rate, among the runs that succeeded (the last run when
 /// none did), with every run's rate in `runs`.
 fn median_run(runs: Vec<CellResult>) -> Option<CellResult> {
-    let rates: Vec<f64> = runs
-        .iter()
-        .map(|c| if c.ok() { c.rate } else { 0.0 })
-        .collect();
-    let ok: Vec<usize> = (0..runs.len())
-        .filter(|&i| runs.get(i).is_some_and(CellResult::ok))
-        .collect();
-    let ok_rates: Vec<f64> = ok.iter().filter_map(|&i| rates.get(i).copied()).collect();
-    let pick = compare::median_index(&ok_rates)
-        .and_then(|m| ok.get(m).copied())
-        .or_else(|| runs.len().checked_sub(1));
-    let mut cell = runs
-        .into_iter()
-        .enumerate()
-        .find(|(i, _)| Some(*i) == pick)?
-        .1;
+    let (mut cell, rates) =
+        compare::median_run(runs, |c| if c.ok() { c.rate } else { 0.0 }, CellResult::ok)?;
     cell.runs = rates;
     Some(cell)
 }
@@ -1068,10 +1054,6 @@ pub fn goals(cells: &[CellResult], s: &Settings) -> Vec<Goal> {
     out
 }
 
-fn opt(v: Option<f64>, prec: usize) -> String {
-    v.map_or_else(|| "—".into(), |v| format!("{v:.prec$}"))
-}
-
 /// The report.
 pub fn render_markdown(r: &RoutingResults) -> String {
     let s = &r.settings;
@@ -1146,7 +1128,7 @@ pub fn render_markdown(r: &RoutingResults) -> String {
             (Some(p), Some(d)) if c.spec.kind == Kind::Selector => {
                 format!("{p:.0} ({d:.0} by deliveries)")
             }
-            (p, _) => opt(p, 0),
+            (p, _) => compare::opt(p, 0),
         };
         let _ = writeln!(
             md,
@@ -1160,7 +1142,7 @@ pub fn render_markdown(r: &RoutingResults) -> String {
             rate(c.published_per_sec, !deliveries_first),
             rate(c.deliveries_per_sec, deliveries_first),
             reference,
-            opt(c.pct_of_baseline, 0).replace(
+            compare::opt(c.pct_of_baseline, 0).replace(
                 '—',
                 if c.spec.kind == Kind::Baseline {
                     "100"
@@ -1168,8 +1150,8 @@ pub fn render_markdown(r: &RoutingResults) -> String {
                     "—"
                 }
             ),
-            opt(c.broker_us_per_published.filter(|_| ran), 2),
-            opt(rep.broker_cpu_us_per_msg.filter(|_| ran), 2),
+            compare::opt(c.broker_us_per_published.filter(|_| ran), 2),
+            compare::opt(rep.broker_cpu_us_per_msg.filter(|_| ran), 2),
             if ran {
                 format!("{:.0} / {:.0}", rep.p50_us, rep.p99_us)
             } else {
@@ -1460,25 +1442,9 @@ pub fn main(args: RoutingArgs) -> i32 {
     }
 
     let md = render_markdown(&results);
-    let json = match serde_json::to_string_pretty(&results) {
-        Ok(j) => j,
-        Err(e) => {
-            eprintln!("routing: {e}");
-            return 1;
-        }
-    };
-    for (file, text) in [("routing.md", &md), ("routing.json", &json)] {
-        let path = paths.out.join(file);
-        if let Err(e) = std::fs::write(&path, text) {
-            eprintln!("routing: {}: {e}", path.display());
-            code = 1;
-        }
+    if !compare::save_report(&paths.out, "routing", &md, &results) {
+        code = 1;
     }
-    print!("{md}");
-    eprintln!(
-        "routing: wrote {} and routing.json",
-        paths.out.join("routing.md").display()
-    );
     code
 }
 
