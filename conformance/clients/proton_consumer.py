@@ -18,13 +18,12 @@ usage: proton_consumer.py URL ADDRESS [--credit N] [--accept-first K] [--hold]
 
 import argparse
 import os
-import signal
 import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 
-from proton_util import Run, client_main, emit, run  # noqa: E402
+from proton_util import Run, client_main, emit, run_until_term  # noqa: E402
 
 
 class Consumer(Run):
@@ -90,13 +89,7 @@ def main():
     p.add_argument("--idle-exit", type=float)
     p.add_argument("--timeout", type=float, default=120)
     args = p.parse_args()
-    h = Consumer(args)
-
-    def on_term(signum, frame):
-        h.stop_requested = True
-
-    signal.signal(signal.SIGTERM, on_term)
-    run(h)
+    run_until_term(Consumer(args))
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ JSON lines:
 
 import argparse
 import os
-import signal
 import sys
 import time
 
@@ -31,15 +30,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from proton import Condition, Delivery, Terminus  # noqa: E402
 from proton.reactor import Copy  # noqa: E402
-from proton_util import Run, client_main, emit, run  # noqa: E402
-
-
-def plain(v):
-    if v is None or isinstance(v, (bool, int, float, str)):
-        return v
-    if isinstance(v, bytes):
-        return v.hex()
-    return str(v)
+from proton_util import Run, client_main, emit, plain, run_until_term  # noqa: E402
 
 
 class Receiver(Run):
@@ -150,13 +141,7 @@ def main():
     p.add_argument("--action")
     p.add_argument("--timeout", type=float, default=60)
     args = p.parse_args()
-    h = Receiver(args)
-
-    def on_term(signum, frame):
-        h.stop_requested = True
-
-    signal.signal(signal.SIGTERM, on_term)
-    run(h)
+    run_until_term(Receiver(args))
 
 
 if __name__ == "__main__":

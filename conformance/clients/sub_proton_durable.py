@@ -14,7 +14,6 @@ usage: sub_proton_durable.py URL ADDRESS --container ID --name LINK [--selector 
 
 import argparse
 import os
-import signal
 import sys
 import time
 
@@ -22,7 +21,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from proton import Terminus  # noqa: E402
 from proton.reactor import DurableSubscription, Selector  # noqa: E402
-from proton_util import Run, client_main, emit, run  # noqa: E402
+from proton_util import Run, client_main, emit, run_until_term  # noqa: E402
 
 EXPIRY = {Terminus.EXPIRE_WITH_LINK: "link-detach", Terminus.EXPIRE_WITH_SESSION: "session-end",
           Terminus.EXPIRE_WITH_CONNECTION: "connection-close", Terminus.EXPIRE_NEVER: "never"}
@@ -175,13 +174,7 @@ def main():
     p.add_argument("--expect-refusal", action="store_true")
     p.add_argument("--timeout", type=float, default=30)
     args = p.parse_args()
-    h = Subscriber(args)
-
-    def on_term(signum, frame):
-        h.stop_requested = True
-
-    signal.signal(signal.SIGTERM, on_term)
-    run(h)
+    run_until_term(Subscriber(args))
 
 
 if __name__ == "__main__":

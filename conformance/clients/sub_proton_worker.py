@@ -31,25 +31,16 @@ JSON lines:
 
 import argparse
 import os
-import signal
 import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 
 from proton import Delivery  # noqa: E402
-from proton_util import Run, client_main, emit, run  # noqa: E402
+from proton_util import Run, client_main, emit, plain, run_until_term  # noqa: E402
 
 STATES = {Delivery.ACCEPTED: "accepted", Delivery.RELEASED: "released", Delivery.REJECTED: "rejected",
           Delivery.MODIFIED: "modified", Delivery.RECEIVED: "received"}
-
-
-def plain(v):
-    if v is None or isinstance(v, (bool, int, float, str)):
-        return v
-    if isinstance(v, bytes):
-        return v.hex()
-    return str(v)
 
 
 class Worker(Run):
@@ -179,13 +170,7 @@ def main():
     p.add_argument("--linger", type=float, default=0.7)
     p.add_argument("--timeout", type=float, default=30)
     args = p.parse_args()
-    h = Worker(args)
-
-    def on_term(signum, frame):
-        h.stop_requested = True
-
-    signal.signal(signal.SIGTERM, on_term)
-    run(h)
+    run_until_term(Worker(args))
 
 
 if __name__ == "__main__":

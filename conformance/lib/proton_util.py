@@ -2,6 +2,7 @@
 and orderly shutdown, and JSON-line output for client processes."""
 
 import json
+import signal
 import sys
 import time
 
@@ -163,6 +164,24 @@ def run(handler):
     if not handler.finished:
         raise ClientError("the container stopped before the run finished: " + handler.progress())
     return handler
+
+
+def run_until_term(handler):
+    """Runs the handler as `run` does; SIGTERM asks it to stop (its `stop_requested`)."""
+    def on_term(signum, frame):
+        handler.stop_requested = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    return run(handler)
+
+
+def plain(v):
+    """A property value as JSON can carry it: bytes as hex, other types as text."""
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    if isinstance(v, bytes):
+        return v.hex()
+    return str(v)
 
 
 def emit(**obj):
