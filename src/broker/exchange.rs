@@ -452,14 +452,7 @@ mod tests {
         ))
     }
 
-    fn names(r: Routed) -> Vec<String> {
-        let mut v: Vec<String> = r.as_slice().iter().map(|q| q.name().to_string()).collect();
-        v.sort();
-        v
-    }
-
-    #[test]
-    fn a_remembered_key_follows_every_binding_change() {
+    fn topic_exchange() -> (Exchange, Message) {
         let ex = Exchange::new(
             "t".into(),
             ExchangeSpec {
@@ -469,6 +462,18 @@ mod tests {
         );
         let m = Message::from_sections(&[Section::Data(Data(bytes::Bytes::from_static(b"x")))])
             .unwrap();
+        (ex, m)
+    }
+
+    fn names(r: Routed) -> Vec<String> {
+        let mut v: Vec<String> = r.as_slice().iter().map(|q| q.name().to_string()).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn a_remembered_key_follows_every_binding_change() {
+        let (ex, m) = topic_exchange();
         let (a, b) = (queue("a"), queue("b"));
         let first = ex.bind(Arc::clone(&a), BindSpec::key("x.*")).unwrap();
         assert_eq!(names(ex.route(&m, "x.y", None)), ["a"]);
@@ -490,15 +495,7 @@ mod tests {
 
     #[test]
     fn the_key_cache_stays_within_its_bounds() {
-        let ex = Exchange::new(
-            "t".into(),
-            ExchangeSpec {
-                ty: ExchangeType::Topic,
-                unroutable: Unroutable::Release,
-            },
-        );
-        let m = Message::from_sections(&[Section::Data(Data(bytes::Bytes::from_static(b"x")))])
-            .unwrap();
+        let (ex, m) = topic_exchange();
         ex.bind(queue("a"), BindSpec::key("#")).unwrap();
         for i in 0..(KEY_CACHE_PER_EXCHANGE * 2) {
             assert_eq!(ex.route(&m, &format!("k.{i}"), None).as_slice().len(), 1);

@@ -42,6 +42,10 @@ pub const OBJECT_SUBSCRIPTION: u8 = 1;
 /// Queue names of named subscriptions start with this (reserved: never auto-created).
 pub const SUBSCRIPTION_PREFIX: &str = "$ferry.sub.";
 
+/// Longest subscription identity (queue name), so it is stored whole (the log keeps names of
+/// up to 65,535 bytes) and stays a reasonable key.
+pub const MAX_SUBSCRIPTION_ID: usize = 4096;
+
 /// The source capability asking for a shared subscription.
 pub const SHARED: &str = "shared";
 /// With [`SHARED`]: the subscription is shared across containers (identity: link name).
@@ -218,6 +222,12 @@ impl Broker {
             }
             return Ok(q);
         };
+        if named.id.as_str().len() > MAX_SUBSCRIPTION_ID {
+            return Err((
+                ErrorCondition::InvalidField,
+                format!("subscription identity over {MAX_SUBSCRIPTION_ID} bytes"),
+            ));
+        }
         let mut subs = self.subscription_table();
         if let Some(sub) = subs.get_mut(&named.id) {
             if !sub.shared && sub.queue.stats().consumers > 0 {
@@ -509,6 +519,39 @@ mod tests {
             SubscriptionId::new("y", "n", true)
         );
         assert!(a.as_str().starts_with(SUBSCRIPTION_PREFIX));
+    }
+
+    #[test]
+    fn an_overlong_identity_is_refused() {
+        use crate::broker::address::{ExchangeSpec, ExchangeType, Unroutable};
+        let broker = Broker::new(crate::broker::BrokerConfig::default());
+        let exchange = Arc::new(Exchange::new(
+            "x".into(),
+            ExchangeSpec {
+                ty: ExchangeType::Fanout,
+                unroutable: Unroutable::Release,
+            },
+        ));
+        let request = |name: &str| SubscribeRequest {
+            exchange: Arc::clone(&exchange),
+            key: None,
+            filters: filter::Requested::default(),
+            container: Arc::from("c"),
+            named: Some(Named {
+                id: SubscriptionId::of("c", name, false, false, true),
+                durable: true,
+                shared: false,
+                source: Source::default(),
+            }),
+        };
+        let long = "n".repeat(MAX_SUBSCRIPTION_ID);
+        let refused = broker.subscribe(request(&long));
+        assert_eq!(
+            refused.err().map(|e| e.0),
+            Some(ErrorCondition::InvalidField)
+        );
+        assert_eq!(broker.subscription_count(), 0);
+        assert!(broker.subscribe(request("short")).is_ok());
     }
 
     #[test]

@@ -329,10 +329,12 @@ impl Links {
                 }
             }
         };
-        // A selector that does not parse refuses the link before any node is made.
-        if let Err(why) = filter::parse(source.filter.as_ref(), On::Queue) {
-            return Self::refuse(engine, link, ErrorCondition::InvalidField, why);
-        }
+        // A selector that does not parse refuses the link before any node is made. These are
+        // the filters a queue applies; an exchange's are read again for its type.
+        let queue_filters = match filter::parse(source.filter.as_ref(), On::Queue) {
+            Ok(f) => f,
+            Err(why) => return Self::refuse(engine, link, ErrorCondition::InvalidField, why),
+        };
         let mut subscription = None;
         let (queue, creator, mut echo, filters) = if source.dynamic {
             match self
@@ -342,9 +344,7 @@ impl Links {
                 Ok(q) => {
                     let mut echo = source.clone();
                     echo.address = Some(Str::from(q.name()));
-                    let filters =
-                        filter::parse(source.filter.as_ref(), On::Queue).unwrap_or_default();
-                    (q, true, echo, filters)
+                    (q, true, echo, queue_filters)
                 }
                 Err(e) => return Self::refuse(engine, link, e.condition(), e.to_string()),
             }
@@ -361,11 +361,7 @@ impl Links {
                 .broker
                 .resolve_link(Some(address), Direction::Consume, &source.capabilities)
             {
-                Ok(LinkNode::Queue(q)) => {
-                    let filters =
-                        filter::parse(source.filter.as_ref(), On::Queue).unwrap_or_default();
-                    (q, false, source.clone(), filters)
-                }
+                Ok(LinkNode::Queue(q)) => (q, false, source.clone(), queue_filters),
                 // A receiver on an exchange gets a subscription queue; its filters apply at
                 // routing.
                 Ok(LinkNode::Exchange(ex, key)) => {
